@@ -1,0 +1,213 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Topics names the topics payoutd uses. Every name is configurable; the zero
+// value of a field means its default.
+type Topics struct {
+	Requests    string
+	DLQ         string
+	Batches     string
+	Intents     string
+	Outcomes    string
+	WebhooksRaw string
+}
+
+// DefaultTopics returns the default topic names.
+func DefaultTopics() Topics {
+	return Topics{
+		Requests:    "payouts.requests",
+		DLQ:         "payouts.requests.dlq",
+		Batches:     "payouts.batches",
+		Intents:     "payouts.intents",
+		Outcomes:    "payouts.outcomes",
+		WebhooksRaw: "calypso.webhooks.raw",
+	}
+}
+
+// WithDefaults fills empty names with the defaults.
+func (t Topics) WithDefaults() Topics {
+	d := DefaultTopics()
+	for _, f := range []struct{ v, def *string }{
+		{&t.Requests, &d.Requests}, {&t.DLQ, &d.DLQ}, {&t.Batches, &d.Batches},
+		{&t.Intents, &d.Intents}, {&t.Outcomes, &d.Outcomes}, {&t.WebhooksRaw, &d.WebhooksRaw},
+	} {
+		if *f.v == "" {
+			*f.v = *f.def
+		}
+	}
+	return t
+}
+
+// Forever is a Retention that never deletes.
+const Forever time.Duration = -1
+
+const day = 24 * time.Hour
+
+// DefaultDedupHorizon is how long the batcher remembers an intent id.
+const DefaultDedupHorizon = 7 * day
+
+// TopicSpec is a topic's contract: what it is keyed by, what it holds, and
+// the broker settings it needs.
+type TopicSpec struct {
+	Name      string
+	Key       string
+	Value     string
+	Cleanup   string // cleanup.policy
+	Retention time.Duration
+	Why       string
+}
+
+// Configs returns the topic configs that the spec fixes.
+func (s TopicSpec) Configs() map[string]string {
+	ms := int64(-1)
+	if s.Retention != Forever {
+		ms = s.Retention.Milliseconds()
+	}
+	return map[string]string{
+		"cleanup.policy": s.Cleanup,
+		"retention.ms":   strconv.FormatInt(ms, 10),
+	}
+}
+
+// Catalog returns the specs of every topic. dedupHorizon is how long the
+// intents topic keeps an intent id after its last state (0 means the default).
+func (t Topics) Catalog(dedupHorizon time.Duration) []TopicSpec {
+	t = t.WithDefaults()
+	if dedupHorizon <= 0 {
+		dedupHorizon = DefaultDedupHorizon
+	}
+	return []TopicSpec{
+		{t.Requests, "intent id", "PayoutRequested v1", "delete", 7 * day, "the input"},
+		{t.DLQ, "original key", "original bytes, reason in headers", "delete", 90 * day, "nothing invalid is dropped silently"},
+		{t.Batches, "batch id", "BatchPlanned v1", "delete", 730 * day, "write-ahead log of what will be paid; audit"},
+		{t.Intents, "intent id", "IntentState v1", "compact,delete", dedupHorizon, "dedup index and each intent's latest state"},
+		{t.Outcomes, "payout id (batch id before one exists; intent id for intent outcomes)", "typed outcome events", "delete", 730 * day, "what ledgers consume"},
+		{t.WebhooksRaw, "payout id, else event id", "exact webhook bytes; Sign/Key/received-at in headers", "delete", Forever, "audit replay source"},
+	}
+}
+
+// Drift is a difference between a topic on the cluster and its spec.
+type Drift struct {
+	Topic   string
+	Setting string
+	Want    string
+	Got     string
+}
+
+func (d Drift) String() string {
+	return fmt.Sprintf("%s: %s is %q, want %q", d.Topic, d.Setting, d.Got, d.Want)
+}
+
+// TopicReport says what EnsureTopics did and found.
+type TopicReport struct {
+	Created []string
+	Existed []string
+	Drift   []Drift
+}
+
+// EnsureTopics creates the topics of specs that are missing, with the given
+// partitions and replication factor (-1 for the broker default), and reports
+// every existing topic whose cleanup policy or retention differs from its
+// spec.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, partitions int32, replication int16) (TopicReport, error) {
+	var rep TopicReport
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	details, err := adm.ListTopics(fresh(ctx), names...)
+	if err != nil {
+		return rep, fmt.Errorf("listing topics: %w", err)
+	}
+	for _, s := range specs {
+		if d, ok := details[s.Name]; ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			if d.Err != nil {
+				return rep, fmt.Errorf("topic %s: %w", s.Name, d.Err)
+			}
+			rep.Existed = append(rep.Existed, s.Name)
+			continue
+		}
+		cfg := make(map[string]*string)
+		for k, v := range s.Configs() {
+			cfg[k] = &v
+		}
+		resp, err := adm.CreateTopic(ctx, partitions, replication, cfg, s.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			return rep, fmt.Errorf("creating topic %s: %w", s.Name, err)
+		}
+		rep.Created = append(rep.Created, s.Name)
+	}
+	if len(rep.Existed) == 0 {
+		return rep, nil
+	}
+
+	configs, err := adm.DescribeTopicConfigs(ctx, rep.Existed...)
+	if err != nil {
+		return rep, fmt.Errorf("describing topic configs: %w", err)
+	}
+	bySpec := make(map[string]TopicSpec, len(specs))
+	for _, s := range specs {
+		bySpec[s.Name] = s
+	}
+	for _, rc := range configs {
+		if rc.Err != nil {
+			return rep, fmt.Errorf("describing topic %s: %w", rc.Name, rc.Err)
+		}
+		got := make(map[string]string, len(rc.Configs))
+		for _, c := range rc.Configs {
+			got[c.Key] = c.MaybeValue()
+		}
+		want := bySpec[rc.Name].Configs()
+		keys := make([]string, 0, len(want))
+		for k := range want {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if got[k] != want[k] {
+				rep.Drift = append(rep.Drift, Drift{Topic: rc.Name, Setting: k, Want: want[k], Got: got[k]})
+			}
+		}
+	}
+	return rep, nil
+}
+
+// Ensure runs EnsureTopics over the catalog, and also reports when the
+// requests and intents topics differ in partition count: the batcher's dedup
+// relies on an intent id landing in the same partition number of both.
+func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.Duration, partitions int32, replication int16) (TopicReport, error) {
+	t = t.WithDefaults()
+	rep, err := EnsureTopics(ctx, adm, t.Catalog(dedupHorizon), partitions, replication)
+	if err != nil {
+		return rep, err
+	}
+	details, err := adm.ListTopics(fresh(ctx), t.Requests, t.Intents)
+	if err != nil {
+		return rep, fmt.Errorf("listing topics: %w", err)
+	}
+	if a, b := len(details[t.Requests].Partitions), len(details[t.Intents].Partitions); a != b {
+		rep.Drift = append(rep.Drift, Drift{Topic: t.Intents, Setting: "partitions",
+			Want: strconv.Itoa(a) + " (as " + t.Requests + ")", Got: strconv.Itoa(b)})
+	}
+	return rep, nil
+}
+
+// fresh makes kadm's metadata calls skip kgo's metadata cache, which would
+// otherwise answer for up to MetadataMinAge (5s) that a topic created a
+// moment ago does not exist. kadm bypasses the cache when authorized
+// operations are asked for.
+func fresh(ctx context.Context) context.Context { return kadm.WithAuthorizedOps(ctx) }

@@ -1,0 +1,108 @@
+package events_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/internal/kafkatest"
+)
+
+func uniqueTopics(t *testing.T) events.Topics {
+	d := events.DefaultTopics()
+	return events.Topics{
+		Requests: kafkatest.Name(t, d.Requests), DLQ: kafkatest.Name(t, d.DLQ),
+		Batches: kafkatest.Name(t, d.Batches), Intents: kafkatest.Name(t, d.Intents),
+		Outcomes: kafkatest.Name(t, d.Outcomes), WebhooksRaw: kafkatest.Name(t, d.WebhooksRaw),
+	}
+}
+
+func deleteTopics(t *testing.T, adm *kadm.Client, topics events.Topics) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = adm.DeleteTopics(ctx, topics.Requests, topics.DLQ, topics.Batches, topics.Intents, topics.Outcomes, topics.WebhooksRaw)
+	})
+}
+
+func TestEnsureTopicsCreatesMissingAndReportsDrift(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := uniqueTopics(t)
+	deleteTopics(t, adm, topics)
+
+	rep, err := topics.Ensure(ctx, adm, 0, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Created) != 6 || len(rep.Existed) != 0 || len(rep.Drift) != 0 {
+		t.Fatalf("first run: %+v", rep)
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, topics.Intents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := configs.On(topics.Intents, nil)
+	got := map[string]string{}
+	for _, kv := range c.Configs {
+		got[kv.Key] = kv.MaybeValue()
+	}
+	if got["cleanup.policy"] != "compact,delete" || got["retention.ms"] != "604800000" {
+		t.Fatalf("intents topic created with %v", got)
+	}
+
+	// An operator shortens the outcome topic's retention by hand.
+	short := "3600000"
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: &short}}, topics.Outcomes); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = topics.Ensure(ctx, adm, 0, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Created) != 0 || len(rep.Existed) != 6 {
+		t.Fatalf("second run: %+v", rep)
+	}
+	if len(rep.Drift) != 1 || rep.Drift[0].Topic != topics.Outcomes || rep.Drift[0].Setting != "retention.ms" ||
+		rep.Drift[0].Got != short || rep.Drift[0].Want != "63072000000" {
+		t.Fatalf("drift: %v", rep.Drift)
+	}
+}
+
+func TestEnsureTopicsReportsIntentsNotCoPartitioned(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := uniqueTopics(t)
+	deleteTopics(t, adm, topics)
+
+	if _, err := adm.CreateTopic(ctx, 3, 1, nil, topics.Requests); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := topics.Ensure(ctx, adm, 0, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rep.Existed, topics.Requests) || len(rep.Created) != 5 {
+		t.Fatalf("report: %+v", rep)
+	}
+	var found bool
+	for _, d := range rep.Drift {
+		if d.Topic == topics.Intents && d.Setting == "partitions" && d.Got == "1" && strings.HasPrefix(d.Want, "3") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("partition mismatch of requests and intents not reported: %v", rep.Drift)
+	}
+}

@@ -1,0 +1,321 @@
+package events
+
+import (
+	"strconv"
+	"time"
+)
+
+// Type is an event's CloudEvents type; its last dot-segment is the version.
+type Type string
+
+// The event types of payoutd, version 1.
+const (
+	TypePayoutRequested       Type = "payoutd.payout.requested.v1"
+	TypeBatchPlanned          Type = "payoutd.batch.planned.v1"
+	TypeIntentState           Type = "payoutd.intent.state.v1"
+	TypePayoutSubmitted       Type = "payoutd.payout.submitted.v1"
+	TypePayoutRejected        Type = "payoutd.payout.rejected.v1"
+	TypePayoutDeferred        Type = "payoutd.payout.deferred.v1"
+	TypePayoutStatusChanged   Type = "payoutd.payout.status-changed.v1"
+	TypePayoutConfirmed       Type = "payoutd.payout.confirmed.v1"
+	TypePayoutHashReceived    Type = "payoutd.payout.hash-received.v1"
+	TypePayoutValidationError Type = "payoutd.payout.validation-error.v1"
+	TypeIntentSettled         Type = "payoutd.intent.settled.v1"
+	TypeIntentFailed          Type = "payoutd.intent.failed.v1"
+)
+
+// Event is one typed payoutd event.
+type Event interface {
+	// Type is the CloudEvents type, versioned.
+	Type() Type
+	// ID is the deterministic ce_id: the same facts give the same id.
+	ID() string
+	// Key is the Kafka record key the event is written under.
+	Key() string
+	// Time is when the fact the event describes happened (ce_time).
+	Time() time.Time
+}
+
+// Offset locates a Kafka record, so a batch can name the requests it came from.
+type Offset struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// PayoutRequested is the input: an upstream system asks for one payment.
+// It is keyed by intent id on the requests topic.
+type PayoutRequested struct {
+	IntentID string `json:"intentId"`
+	Account  string `json:"account"`
+	Currency string `json:"currency"`
+	Amount   Amount `json:"amount"`
+	Address  string `json:"address"`
+	// ExecutionDate schedules the payment; nil means as soon as possible.
+	ExecutionDate *time.Time        `json:"executionDate,omitempty"`
+	Comment       string            `json:"comment,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	RequestedAt   *time.Time        `json:"requestedAt,omitempty"`
+}
+
+func (e PayoutRequested) Type() Type  { return TypePayoutRequested }
+func (e PayoutRequested) ID() string  { return deriveID(e.Type(), e.IntentID) }
+func (e PayoutRequested) Key() string { return e.IntentID }
+func (e PayoutRequested) Time() time.Time {
+	if e.RequestedAt != nil {
+		return *e.RequestedAt
+	}
+	return time.Time{}
+}
+
+// BatchItem is one payment of a batch. A batch never holds an address twice,
+// so batch id + address identifies an item at Calypso.
+type BatchItem struct {
+	IntentID string `json:"intentId"`
+	Address  string `json:"address"`
+	Amount   Amount `json:"amount"`
+	Comment  string `json:"comment,omitempty"`
+	Source   Offset `json:"source"`
+}
+
+// BatchPlanned is the write-ahead record of one mass payout to be created at
+// Calypso. The batcher writes it in the same transaction as the consumed
+// offsets; the submitter creates it at Calypso with IdempotencyKey.
+type BatchPlanned struct {
+	BatchID        string      `json:"batchId"`
+	IdempotencyKey string      `json:"idempotencyKey"`
+	Account        string      `json:"account"`
+	Currency       string      `json:"currency"`
+	ExecutionDate  *time.Time  `json:"executionDate,omitempty"`
+	Items          []BatchItem `json:"items"`
+	// Total is the exact sum of the items' amounts.
+	Total     Amount    `json:"total"`
+	PlannedAt time.Time `json:"plannedAt"`
+}
+
+func (e BatchPlanned) Type() Type      { return TypeBatchPlanned }
+func (e BatchPlanned) ID() string      { return deriveID(e.Type(), e.BatchID) }
+func (e BatchPlanned) Key() string     { return e.BatchID }
+func (e BatchPlanned) Time() time.Time { return e.PlannedAt }
+
+// Sum adds the items' amounts; it equals Total in every batch payoutd writes.
+func (e BatchPlanned) Sum() Amount {
+	var s Amount
+	for _, it := range e.Items {
+		s = s.Add(it.Amount)
+	}
+	return s
+}
+
+// IntentStatus is where an intent stands.
+type IntentStatus string
+
+const (
+	StatusBatched   IntentStatus = "BATCHED"
+	StatusSubmitted IntentStatus = "SUBMITTED"
+	StatusSettled   IntentStatus = "SETTLED"
+	StatusFailed    IntentStatus = "FAILED"
+)
+
+// Final reports whether the intent can change no more.
+func (s IntentStatus) Final() bool { return s == StatusSettled || s == StatusFailed }
+
+// IntentState is an intent's latest state on the compacted intents topic,
+// keyed by intent id. It is also the batcher's dedup index.
+type IntentState struct {
+	IntentID  string       `json:"intentId"`
+	State     IntentStatus `json:"state"`
+	BatchID   string       `json:"batchId,omitempty"`
+	PayoutID  string       `json:"payoutId,omitempty"`
+	Code      string       `json:"code,omitempty"`
+	Reason    string       `json:"reason,omitempty"`
+	UpdatedAt time.Time    `json:"updatedAt"`
+}
+
+func (e IntentState) Type() Type      { return TypeIntentState }
+func (e IntentState) ID() string      { return deriveID(e.Type(), e.IntentID, string(e.State)) }
+func (e IntentState) Key() string     { return e.IntentID }
+func (e IntentState) Time() time.Time { return e.UpdatedAt }
+
+// PayoutSubmitted says Calypso accepted a batch as mass payout PayoutID.
+type PayoutSubmitted struct {
+	BatchID        string `json:"batchId"`
+	PayoutID       string `json:"payoutId"`
+	IdempotencyKey string `json:"idempotencyKey"`
+	Account        string `json:"account"`
+	Currency       string `json:"currency"`
+	ItemCount      int    `json:"itemCount"`
+	Total          Amount `json:"total"`
+	// Fee is Calypso's total fee for the payout, when it reported one.
+	Fee *Amount `json:"fee,omitempty"`
+	// State is the payout's state in Calypso's answer to the create call.
+	State       string    `json:"state"`
+	SubmittedAt time.Time `json:"submittedAt"`
+}
+
+func (e PayoutSubmitted) Type() Type      { return TypePayoutSubmitted }
+func (e PayoutSubmitted) ID() string      { return deriveID(e.Type(), e.BatchID) }
+func (e PayoutSubmitted) Key() string     { return e.PayoutID }
+func (e PayoutSubmitted) Time() time.Time { return e.SubmittedAt }
+
+// PayoutRejected says Calypso refused a batch for good; every intent of the
+// batch is FAILED with this code and message.
+type PayoutRejected struct {
+	BatchID    string    `json:"batchId"`
+	Account    string    `json:"account"`
+	Currency   string    `json:"currency"`
+	ItemCount  int       `json:"itemCount"`
+	Total      Amount    `json:"total"`
+	Code       string    `json:"code"`
+	Message    string    `json:"message"`
+	RejectedAt time.Time `json:"rejectedAt"`
+}
+
+func (e PayoutRejected) Type() Type      { return TypePayoutRejected }
+func (e PayoutRejected) ID() string      { return deriveID(e.Type(), e.BatchID) }
+func (e PayoutRejected) Key() string     { return e.BatchID }
+func (e PayoutRejected) Time() time.Time { return e.RejectedAt }
+
+// DeferReason says why a batch waits.
+type DeferReason string
+
+const (
+	DeferInsufficientBalance DeferReason = "INSUFFICIENT_BALANCE"
+	DeferFeeAboveLimit       DeferReason = "FEE_ABOVE_LIMIT"
+)
+
+// PayoutDeferred says a batch could not be submitted yet and will be tried
+// again at RetryAt, without holding up other batches.
+type PayoutDeferred struct {
+	BatchID  string      `json:"batchId"`
+	Account  string      `json:"account"`
+	Currency string      `json:"currency"`
+	Reason   DeferReason `json:"reason"`
+	// Required is what the batch needs (total, plus fees when known).
+	Required Amount `json:"required"`
+	// Available is the balance, or the fee limit for FEE_ABOVE_LIMIT.
+	Available  Amount    `json:"available"`
+	Attempt    int       `json:"attempt"`
+	RetryAt    time.Time `json:"retryAt"`
+	DeferredAt time.Time `json:"deferredAt"`
+}
+
+func (e PayoutDeferred) Type() Type { return TypePayoutDeferred }
+func (e PayoutDeferred) ID() string {
+	return deriveID(e.Type(), e.BatchID, strconv.Itoa(e.Attempt))
+}
+func (e PayoutDeferred) Key() string     { return e.BatchID }
+func (e PayoutDeferred) Time() time.Time { return e.DeferredAt }
+
+// Source says where a payout status came from.
+type Source string
+
+const (
+	FromWebhook Source = "webhook"
+	FromPoll    Source = "poll"
+)
+
+// PayoutStatus is what every Calypso status event carries: which payout, its
+// state and whether that state is terminal, so a consumer can apply events in
+// any order and never move a payout backwards.
+type PayoutStatus struct {
+	PayoutID string `json:"payoutId"`
+	// BatchID is the payout's idempotency key, which payoutd sets to the batch id.
+	BatchID  string `json:"batchId,omitempty"`
+	State    string `json:"state"`
+	Terminal bool   `json:"terminal"`
+	Source   Source `json:"source"`
+	// WebhookEventID is Calypso's envelope id when Source is webhook.
+	WebhookEventID string    `json:"webhookEventId,omitempty"`
+	OccurredAt     time.Time `json:"occurredAt"`
+}
+
+// PayoutStatusChanged is Calypso's PAYOUT_CHANGE_STATUS.
+//
+// Its id depends on the payout and the state only, so a webhook redelivered,
+// and the poll that finds the same state, give one event id.
+type PayoutStatusChanged struct {
+	PayoutStatus
+	Currency string `json:"currency,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+func (e PayoutStatusChanged) Type() Type      { return TypePayoutStatusChanged }
+func (e PayoutStatusChanged) ID() string      { return deriveID(e.Type(), e.PayoutID, e.State) }
+func (e PayoutStatusChanged) Key() string     { return e.PayoutID }
+func (e PayoutStatusChanged) Time() time.Time { return e.OccurredAt }
+
+// PayoutConfirmed is Calypso's PAYOUT_CONFIRMED; State is CONFIRMED.
+type PayoutConfirmed struct {
+	PayoutStatus
+}
+
+func (e PayoutConfirmed) Type() Type      { return TypePayoutConfirmed }
+func (e PayoutConfirmed) ID() string      { return deriveID(e.Type(), e.PayoutID) }
+func (e PayoutConfirmed) Key() string     { return e.PayoutID }
+func (e PayoutConfirmed) Time() time.Time { return e.OccurredAt }
+
+// PayoutHashReceived is Calypso's PAYOUT_HASH_RECEIVED: a transaction hash is
+// known, confirmations are pending.
+type PayoutHashReceived struct {
+	PayoutStatus
+	Hash string `json:"hash"`
+}
+
+func (e PayoutHashReceived) Type() Type      { return TypePayoutHashReceived }
+func (e PayoutHashReceived) ID() string      { return deriveID(e.Type(), e.PayoutID, e.Hash) }
+func (e PayoutHashReceived) Key() string     { return e.PayoutID }
+func (e PayoutHashReceived) Time() time.Time { return e.OccurredAt }
+
+// PayoutValidationError is Calypso's PAYOUT_VALIDATION_ERROR: a withdrawal of
+// the payout failed validation before going on chain.
+type PayoutValidationError struct {
+	PayoutStatus
+	WithdrawalID     string `json:"withdrawalId,omitempty"`
+	ValidationStatus string `json:"validationStatus,omitempty"`
+	Message          string `json:"message,omitempty"`
+}
+
+func (e PayoutValidationError) Type() Type { return TypePayoutValidationError }
+func (e PayoutValidationError) ID() string {
+	return deriveID(e.Type(), e.PayoutID, e.WithdrawalID, e.ValidationStatus)
+}
+func (e PayoutValidationError) Key() string     { return e.PayoutID }
+func (e PayoutValidationError) Time() time.Time { return e.OccurredAt }
+
+// IntentOutcome is what a ledger needs to settle one intent without knowing
+// what a mass payout is.
+type IntentOutcome struct {
+	IntentID string `json:"intentId"`
+	BatchID  string `json:"batchId"`
+	PayoutID string `json:"payoutId,omitempty"`
+	Account  string `json:"account"`
+	Currency string `json:"currency"`
+	Amount   Amount `json:"amount"`
+	Address  string `json:"address"`
+	// PayoutState is the terminal state of the payout the intent was part of.
+	PayoutState string    `json:"payoutState"`
+	ResolvedAt  time.Time `json:"resolvedAt"`
+}
+
+// IntentSettled says the intent's money reached its address.
+type IntentSettled struct {
+	IntentOutcome
+}
+
+func (e IntentSettled) Type() Type      { return TypeIntentSettled }
+func (e IntentSettled) ID() string      { return deriveID(e.Type(), e.IntentID) }
+func (e IntentSettled) Key() string     { return e.IntentID }
+func (e IntentSettled) Time() time.Time { return e.ResolvedAt }
+
+// IntentFailed says the intent was not paid, and why.
+type IntentFailed struct {
+	IntentOutcome
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason"`
+}
+
+func (e IntentFailed) Type() Type      { return TypeIntentFailed }
+func (e IntentFailed) ID() string      { return deriveID(e.Type(), e.IntentID) }
+func (e IntentFailed) Key() string     { return e.IntentID }
+func (e IntentFailed) Time() time.Time { return e.ResolvedAt }
