@@ -146,6 +146,12 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 		if err == nil {
 			err = resp.Err
 		}
+		if errors.Is(err, kerr.TopicAlreadyExists) {
+			// Created meanwhile by another instance, or not yet in the
+			// metadata we listed: a broker publishes new topics asynchronously.
+			rep.Existed = append(rep.Existed, s.Name)
+			continue
+		}
 		if err != nil {
 			return rep, fmt.Errorf("creating topic %s: %w", s.Name, err)
 		}
