@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Single-node Apache Kafka (KRaft, combined broker+controller) for payoutd's tests,
+# run straight from Maven Central jars: no tarball download, no docker.
+#
+#   .ci/kafka.sh fetch     resolve the broker jars into the libs cache (Maven)
+#   .ci/kafka.sh start     fresh data dir, format storage, start, wait until it answers
+#   .ci/kafka.sh stop      SIGTERM, wait, SIGKILL; delete data unless KEEP_KAFKA_DATA is set
+#   .ci/kafka.sh restart   stop keeping data, start again on the same data (chaos tests)
+#   .ci/kafka.sh status    say whether it is running
+#   .ci/kafka.sh topic NAME [PARTITIONS]   create a topic (auto-create is off)
+#   .ci/kafka.sh logs [N]  last N lines of the broker logs
+#
+# Env knobs:
+#   KAFKA_PORT             PLAINTEXT port (default 9092)
+#   KAFKA_CONTROLLER_PORT  CONTROLLER port (default KAFKA_PORT+1)
+#   KAFKA_STATE_DIR        data/config/log dir (default ${TMPDIR:-/tmp}/payoutd-kafka-$KAFKA_PORT)
+#   KAFKA_LIBS_DIR         jar dir (default: cache dir keyed by a hash of .ci/kafka/pom.xml)
+#   KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx512m)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
+#   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
+#   KEEP_KAFKA_DATA        if set, `stop` leaves the data dir in place
+#   KAFKA_MVN_ARGS         extra args for mvn (e.g. -Dmaven.repo.local=...)
+set -euo pipefail
+
+CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+POM="$CI_DIR/kafka/pom.xml"
+LOG4J_CONF="$CI_DIR/kafka/log4j2.properties"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# One state dir per port, at a fixed path, so stop/restart (possibly called from
+# a test process) find the running broker without extra bookkeeping.
+STATE_DIR="${KAFKA_STATE_DIR:-${TMPDIR:-/tmp}/payoutd-kafka-$KAFKA_PORT}"
+DATA_DIR="$STATE_DIR/data"
+LOG_DIR="$STATE_DIR/logs"
+PID_FILE="$STATE_DIR/kafka.pid"
+PROPS="$STATE_DIR/server.properties"
+
+# Libs live outside the work tree (survive fresh clones on the same machine) and
+# are keyed by the pom's hash so editing the pom (e.g. a version bump) refetches.
+CACHE_ROOT="${PAYOUTD_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/payoutd-ci}"
+POM_HASH="$(sha256sum "$POM" | cut -c1-12)"
+LIBS_DIR="${KAFKA_LIBS_DIR:-$CACHE_ROOT/kafka-libs-$POM_HASH}"
+
+log() { echo "[kafka.sh] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+show_broker_log() {
+  for f in "$LOG_DIR/server.log" "$LOG_DIR/kafka.out"; do
+    if [[ -s $f ]]; then
+      log "---- last 50 lines of $f ----"
+      tail -n 50 "$f" >&2
+    fi
+  done
+}
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found ($2); .ci/run installs it"; }
+
+jar_count() { local jars=("$LIBS_DIR"/*.jar); echo "${#jars[@]}"; }
+
+cmd_fetch() {
+  if [[ -f $LIBS_DIR/.complete ]]; then
+    log "libs cached: $LIBS_DIR ($(jar_count) jars)"
+    return 0
+  fi
+  need mvn "apt-get install maven"
+  local t0 tmp mvn_log
+  t0=$(now)
+  mkdir -p "$CACHE_ROOT"
+  # Copy into a temp dir and rename at the end, so an interrupted fetch never
+  # leaves a half-filled libs dir that looks complete.
+  tmp="$(mktemp -d "$CACHE_ROOT/.fetch.XXXXXX")"
+  mvn_log="$tmp.mvn.log"
+  log "fetching Kafka jars from Maven Central into $LIBS_DIR ..."
+  # -q keeps CI output short; the full log is kept and shown if Maven fails.
+  # shellcheck disable=SC2086
+  if ! mvn -B -q -Dstyle.color=never -f "$POM" ${KAFKA_MVN_ARGS:-} \
+        dependency:copy-dependencies -DoutputDirectory="$tmp" -DincludeScope=runtime \
+        >"$mvn_log" 2>&1; then
+    cat "$mvn_log" >&2
+    rm -rf "$tmp" "$mvn_log"
+    die "mvn dependency:copy-dependencies failed"
+  fi
+  ls "$tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || { rm -rf "$tmp" "$mvn_log"; die "no kafka_2.13 jar resolved"; }
+  touch "$tmp/.complete"
+  rm -rf "$LIBS_DIR" "$mvn_log"
+  mv "$tmp" "$LIBS_DIR"
+  log "fetched $(jar_count) jars in $(elapsed "$t0")s"
+}
+
+# Prints the broker pid if our broker is running (pid file + live java kafka.Kafka
+# process using our properties file); returns 1 otherwise. Never trusts a stale pid.
+running_pid() {
+  [[ -f $PID_FILE ]] || return 1
+  local pid
+  pid="$(cat "$PID_FILE")"
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $PROPS" || return 1
+  echo "$pid"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+broker_answers() {
+  # -L asks for cluster metadata; a listed "broker 1" means the broker is serving.
+  # After a restart, also wait until every existing partition has a leader again.
+  local md
+  md="$(kcat -b "$BOOTSTRAP" -L -m 2 2>/dev/null)" || return 1
+  grep -q "broker 1 at" <<<"$md" && ! grep -q "leader -1" <<<"$md"
+}
+
+java_cp() { echo "$LIBS_DIR/*"; }
+
+write_props() {
+  cat >"$PROPS" <<EOF
+# Written by .ci/kafka.sh; single-node KRaft broker for tests only.
+process.roles=broker,controller
+node.id=1
+# Dynamic quorum (KIP-853), formatted with --standalone.
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DATA_DIR
+
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+# Internal topics must fit on one node. Few partitions: creating the default 50
+# on first use costs seconds per test run and buys nothing on one node.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Consumer groups should not sit idle 3 s waiting for more members.
+group.initial.rebalance.delay.ms=0
+# Off on purpose: tests must create the topics they use (as production must),
+# so a typo'd topic name fails loudly instead of silently auto-creating.
+auto.create.topics.enable=false
+delete.topic.enable=true
+EOF
+}
+
+cmd_start() {
+  local reuse="${1:-}"   # "reuse" = keep existing data (restart)
+  need java "apt-get install openjdk-17-jre-headless"
+  need kcat "apt-get install kcat"
+  need setsid "util-linux"
+  cmd_fetch
+
+  local pid
+  if pid="$(running_pid)"; then
+    if [[ $reuse == reuse ]]; then die "broker still running (pid $pid)"; fi
+    # A leftover from an earlier, killed run: replace it with a fresh broker.
+    log "a broker from an earlier run is still up (pid $pid); stopping it first"
+    KEEP_KAFKA_DATA='' cmd_stop
+  fi
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_busy "$p" && die "port $p is already in use by another process (set KAFKA_PORT to move)"
+  done
+
+  if [[ $reuse != reuse ]]; then
+    rm -rf "$STATE_DIR"
+  fi
+  mkdir -p "$DATA_DIR" "$LOG_DIR"
+  write_props
+
+  local t0
+  t0=$(now)
+  if [[ ! -f $DATA_DIR/meta.properties ]]; then
+    local cluster_id
+    cluster_id="$(java -cp "$(java_cp)" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/format.log")"
+    if ! java -cp "$(java_cp)" -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
+          kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --standalone \
+          >>"$LOG_DIR/format.log" 2>&1; then
+      cat "$LOG_DIR/format.log" >&2
+      die "storage format failed"
+    fi
+  fi
+
+  # setsid + all fds redirected: the broker must not die with, or hold open the
+  # stdout pipe of, whoever started it (a `go test` process calls restart).
+  # The inner shell writes its own pid and then execs java, so the pid file
+  # holds the JVM's pid whether or not setsid had to fork.
+  # shellcheck disable=SC2016,SC2086
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
+    java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
+    -cp "$(java_cp)" kafka.Kafka "$PROPS" \
+    </dev/null >>"$LOG_DIR/kafka.out" 2>&1 &
+  local launcher=$!
+  # Wait (briefly) for the pid file so running_pid works in the loop below.
+  for _ in $(seq 50); do [[ -s $PID_FILE ]] && break; sleep 0.1; done
+  [[ -s $PID_FILE ]] || die "broker launcher (pid $launcher) did not start"
+
+  local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
+  until broker_answers; do
+    if ! running_pid >/dev/null; then
+      show_broker_log
+      die "broker process exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_broker_log
+      KEEP_KAFKA_DATA=1 cmd_stop || true
+      die "broker did not answer on $BOOTSTRAP within ${KAFKA_START_TIMEOUT:-90}s"
+    fi
+    sleep 0.5
+  done
+  log "broker up on $BOOTSTRAP (pid $(cat "$PID_FILE"), data $DATA_DIR) in $(elapsed "$t0")s"
+}
+
+cmd_stop() {
+  local pid
+  if pid="$(running_pid)"; then
+    local t0
+    t0=$(now)
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + ${KAFKA_STOP_TIMEOUT:-30}))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "broker (pid $pid) ignored SIGTERM for ${KAFKA_STOP_TIMEOUT:-30}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    log "broker stopped (pid $pid) in $(elapsed "$t0")s"
+  else
+    log "broker not running"
+  fi
+  rm -f "$PID_FILE"
+  if [[ -z ${KEEP_KAFKA_DATA:-} ]]; then
+    rm -rf "$STATE_DIR"
+  fi
+}
+
+cmd_restart() {
+  local t0
+  t0=$(now)
+  KEEP_KAFKA_DATA=1 cmd_stop
+  cmd_start reuse
+  log "restart took $(elapsed "$t0")s"
+}
+
+cmd_status() {
+  local pid
+  if pid="$(running_pid)"; then
+    if broker_answers; then
+      echo "running (pid $pid) on $BOOTSTRAP, data $DATA_DIR"
+    else
+      echo "process running (pid $pid) but not answering on $BOOTSTRAP"
+    fi
+  else
+    echo "not running"
+    return 1
+  fi
+}
+
+cmd_topic() {
+  [[ $# -ge 1 ]] || die "usage: kafka.sh topic NAME [PARTITIONS]"
+  cmd_fetch
+  java -cp "$(java_cp)" "$CI_DIR/kafka/KafkaAdmin.java" "$BOOTSTRAP" create-topic "$@"
+}
+
+case "${1:-}" in
+  fetch) cmd_fetch ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_restart ;;
+  status) cmd_status ;;
+  topic) shift; cmd_topic "$@" ;;
+  logs) tail -n "${2:-50}" "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null || log "no broker logs in $LOG_DIR" ;;
+  libs) echo "$LIBS_DIR" ;;   # for scripts that want to run other Kafka classes
+  *) echo "usage: $0 {fetch|start|stop|restart|status|topic NAME [PARTITIONS]|logs [N]|libs}" >&2; exit 2 ;;
+esac
