@@ -109,6 +109,7 @@ type Batcher struct {
 	// assigned is set by the group when partitions are assigned: the index
 	// must catch up with the intents topic before the next dedup check.
 	assigned atomic.Bool
+	crash    crashHook
 	Stats    BatcherStats
 }
 
@@ -186,11 +187,17 @@ func (b *Batcher) session(ctx context.Context) error {
 		for _, r := range records {
 			b.admit(w, r, now)
 		}
+		if !w.empty() && b.crash.at(crashWindowOpen) {
+			return errCrashed
+		}
 		if w.empty() || !b.due(w, now) {
 			continue
 		}
 		if _, err := b.commit(ctx, sess, w); err != nil {
 			return err
+		}
+		if b.crash.at(crashAfterCommit) {
+			return errCrashed
 		}
 		w = newWindow()
 	}
@@ -224,24 +231,31 @@ func (b *Batcher) admit(w *window, r *kgo.Record, now time.Time) {
 func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w *window) (bool, error) {
 	now := b.cfg.Now()
 	batches := w.plan(b.cfg.Currencies, now)
-	var out []*kgo.Record
+	var evs []outEvent
 	for _, batch := range batches {
-		r, err := events.NewRecord(b.cfg.Topics.Batches, "payoutd/batcher", batch)
-		if err != nil {
-			return false, err
-		}
-		out = append(out, r)
+		evs = append(evs, outEvent{b.cfg.Topics.Batches, batch})
 		for _, it := range batch.Items {
-			st := events.IntentState{IntentID: it.IntentID, State: events.StatusBatched, BatchID: batch.BatchID, UpdatedAt: now}
-			r, err := events.NewRecord(b.cfg.Topics.Intents, "payoutd/batcher", st)
-			if err != nil {
-				return false, err
-			}
-			out = append(out, r)
+			evs = append(evs, outEvent{b.cfg.Topics.Intents, events.IntentState{
+				IntentID: it.IntentID, State: events.StatusBatched, BatchID: batch.BatchID, UpdatedAt: now,
+			}})
 		}
+	}
+	out, err := records("payoutd/batcher", evs)
+	if err != nil {
+		return false, err
 	}
 	out = append(out, w.dlq...)
 
+	if b.crash.at(crashMidTxn) {
+		if err := sess.Begin(); err != nil {
+			return false, err
+		}
+		for _, r := range out {
+			sess.Produce(ctx, r, nil)
+		}
+		_ = sess.Client().Flush(ctx)
+		return false, errCrashed
+	}
 	committed, err := produceInTxn(ctx, sess, out)
 	if err != nil || !committed {
 		b.Stats.Aborts.Add(1)

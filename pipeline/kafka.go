@@ -20,7 +20,7 @@ func runSessions(ctx context.Context, log *slog.Logger, session func(context.Con
 	backoff := 500 * time.Millisecond
 	for {
 		err := session(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errCrashed) {
 			return err
 		}
 		log.Error("session ended; starting a new one", "error", err, "after", backoff)
@@ -32,6 +32,25 @@ func runSessions(ctx context.Context, log *slog.Logger, session func(context.Con
 		backoff = min(2*backoff, 10*time.Second)
 	}
 }
+
+// crashPoint names a place where tests stop a component dead, as a SIGKILL
+// would: nothing after it runs, and an open transaction is left open.
+type crashPoint string
+
+const (
+	crashWindowOpen  crashPoint = "window-open"  // batcher: records consumed, window not closed
+	crashMidTxn      crashPoint = "mid-txn"      // batcher: records produced, transaction not ended
+	crashAfterCommit crashPoint = "after-commit" // batcher: transaction committed
+	crashAfterCreate crashPoint = "after-create" // submitter: Calypso accepted, nothing committed
+)
+
+// errCrashed ends a component's Run at a crash point.
+var errCrashed = errors.New("crashed at a test crash point")
+
+// crashHook is nil outside tests.
+type crashHook func(crashPoint) bool
+
+func (h crashHook) at(p crashPoint) bool { return h != nil && h(p) }
 
 // fatalFetchErr returns the first fetch error a consumer cannot retry past.
 // kgo retries broker and network errors itself; context ends are the

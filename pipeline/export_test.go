@@ -1,0 +1,30 @@
+package pipeline
+
+// Crash points, for the crash tests in package pipeline_test.
+const (
+	CrashWindowOpen  = crashWindowOpen
+	CrashMidTxn      = crashMidTxn
+	CrashAfterCommit = crashAfterCommit
+	CrashAfterCreate = crashAfterCreate
+)
+
+type CrashPoint = crashPoint
+
+var ErrCrashed = errCrashed
+
+// CrashAt makes the batcher stop dead the first time it reaches p.
+func (b *Batcher) CrashAt(p CrashPoint) { b.crash = once(p) }
+
+// CrashAt makes the submitter stop dead the first time it reaches p.
+func (s *Submitter) CrashAt(p CrashPoint) { s.crash = once(p) }
+
+func once(p crashPoint) crashHook {
+	done := false
+	return func(at crashPoint) bool {
+		if at != p || done {
+			return false
+		}
+		done = true
+		return true
+	}
+}
