@@ -93,6 +93,7 @@ type BatcherStats struct {
 	Aborts      atomic.Int64
 	IndexSize   atomic.Int64
 	IndexLoaded atomic.Int64 // intents-topic records read into the dedup index
+	Buffered    atomic.Int64 // records in the open window
 }
 
 // Batcher turns payout requests into planned batches, exactly once: each
@@ -187,6 +188,7 @@ func (b *Batcher) session(ctx context.Context) error {
 		for _, r := range records {
 			b.admit(w, r, now)
 		}
+		b.Stats.Buffered.Store(int64(w.records))
 		if !w.empty() && b.crash.at(crashWindowOpen) {
 			return errCrashed
 		}
@@ -200,6 +202,7 @@ func (b *Batcher) session(ctx context.Context) error {
 			return errCrashed
 		}
 		w = newWindow()
+		b.Stats.Buffered.Store(0)
 	}
 }
 

@@ -265,3 +265,31 @@ func TestBatcherPaysDuplicatesOnce(t *testing.T) {
 		t.Fatalf("%d records in the DLQ, want 75", n)
 	}
 }
+
+func TestBatcherShutdownClosesTheOpenWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	out := e.follow(e.topics.Batches)
+	b := newBatcher(t, e, func(c *pipeline.BatcherConfig) { c.MaxWait = time.Hour })
+	stop := runComponent(t, b.Run)
+	var in []events.PayoutRequested
+	for i := range 10 {
+		in = append(in, intent(fmt.Sprintf("shut-%d", i), "acct", "TRX", "1", fmt.Sprintf("T%d", i)))
+	}
+	e.produce(in...)
+	deadline := time.Now().Add(time.Minute)
+	for b.Stats.Buffered.Load() < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("window holds %d records, want 10", b.Stats.Buffered.Load())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a gauge, not hoping for timing
+	}
+	if got := len(out.snapshot()); got != 0 {
+		t.Fatalf("%d batches before shutdown with an hour-long window", got)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs := out.waitFor(t, time.Minute, "the open window written at shutdown", func(r []*kgo.Record) bool { return itemCount(batches(t, r)) >= 10 })
+	checkBatches(t, batches(t, recs), map[string]int{"TRX": 100})
+}

@@ -176,6 +176,11 @@ func (s *Submitter) session(ctx context.Context) error {
 			}
 			recs, err := s.submit(ctx, p)
 			if err != nil {
+				if ctx.Err() != nil {
+					// Shutting down mid-call: the batch is consumed again
+					// and, if Calypso took it, recovered through 016.
+					return nil
+				}
 				return err
 			}
 			out = append(out, recs...)

@@ -331,3 +331,36 @@ func TestUnfundedCurrencyIsDeferredWithoutBlockingOthers(t *testing.T) {
 		t.Fatalf("deferral %+v", d)
 	}
 }
+
+func TestRebalancesMidStreamPayOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 4)
+	w := newCalypso(t, []string{"acct"}, []string{"USDT_TRX", "TRX"}, "100000000", nil)
+	batchLog := e.follow(e.topics.Batches)
+	outLog := e.follow(e.topics.Outcomes)
+	b1, s1 := newBatcher(t, e, nil), newSubmitter(t, e, w, nil)
+	stopB1, stopS1 := runComponent(t, b1.Run), runComponent(t, s1.Run)
+
+	var in []events.PayoutRequested
+	for i := range 3000 {
+		in = append(in, intent(fmt.Sprintf("reb-%04d", i), "acct", []string{"USDT_TRX", "TRX"}[i%2], "0.5", fmt.Sprintf("T%04d", i)))
+	}
+	// Each phase sends a third of the intents plus the previous phase's again.
+	e.produce(in[:1000]...)
+	runComponent(t, newBatcher(t, e, nil).Run)
+	runComponent(t, newSubmitter(t, e, w, nil).Run)
+	e.produce(in[:2000]...)
+	batchLog.waitFor(t, time.Minute, "the second third batched", func(r []*kgo.Record) bool { return itemCount(batches(t, r)) >= 2000 })
+	if err := stopB1(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopS1(); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(in[1000:]...)
+
+	bs := batches(t, batchLog.waitFor(t, 2*time.Minute, "all batched", func(r []*kgo.Record) bool { return itemCount(batches(t, r)) >= len(in) }))
+	checkBatches(t, bs, map[string]int{"USDT_TRX": 100, "TRX": 100})
+	outLog.waitFor(t, 2*time.Minute, "every batch submitted", func(r []*kgo.Record) bool { return len(settledBatches(t, r)) >= len(bs) })
+	requirePaidOnce(t, w, bs, len(in))
+}
