@@ -114,6 +114,9 @@ type TopicReport struct {
 	Created []string
 	Existed []string
 	Drift   []Drift
+	// Partitions is each topic's partition count, from the create answer for
+	// a new topic: a broker may not list a topic yet a moment after creating it.
+	Partitions map[string]int32
 }
 
 // EnsureTopics creates the topics of specs that are missing, with the given
@@ -121,7 +124,7 @@ type TopicReport struct {
 // every existing topic whose cleanup policy or retention differs from its
 // spec.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, partitions int32, replication int16) (TopicReport, error) {
-	var rep TopicReport
+	rep := TopicReport{Partitions: make(map[string]int32)}
 	names := make([]string, len(specs))
 	for i, s := range specs {
 		names[i] = s.Name
@@ -136,6 +139,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 				return rep, fmt.Errorf("topic %s: %w", s.Name, d.Err)
 			}
 			rep.Existed = append(rep.Existed, s.Name)
+			rep.Partitions[s.Name] = int32(len(d.Partitions))
 			continue
 		}
 		cfg := make(map[string]*string)
@@ -156,6 +160,10 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 			return rep, fmt.Errorf("creating topic %s: %w", s.Name, err)
 		}
 		rep.Created = append(rep.Created, s.Name)
+		rep.Partitions[s.Name] = partitions
+		if resp.NumPartitions > 0 {
+			rep.Partitions[s.Name] = resp.NumPartitions
+		}
 	}
 	if len(rep.Existed) == 0 {
 		return rep, nil
@@ -201,13 +209,21 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 	if err != nil {
 		return rep, err
 	}
-	details, err := adm.ListTopics(fresh(ctx), t.Requests, t.Intents)
-	if err != nil {
-		return rep, fmt.Errorf("listing topics: %w", err)
+	// A topic that existed meanwhile (created concurrently) has no count yet.
+	if _, ok := rep.Partitions[t.Intents]; !ok || rep.Partitions[t.Requests] == 0 {
+		details, err := adm.ListTopics(fresh(ctx), t.Requests, t.Intents)
+		if err != nil {
+			return rep, fmt.Errorf("listing topics: %w", err)
+		}
+		for _, name := range []string{t.Requests, t.Intents} {
+			if n := len(details[name].Partitions); n > 0 {
+				rep.Partitions[name] = int32(n)
+			}
+		}
 	}
-	if a, b := len(details[t.Requests].Partitions), len(details[t.Intents].Partitions); a != b {
+	if a, b := rep.Partitions[t.Requests], rep.Partitions[t.Intents]; a != b {
 		rep.Drift = append(rep.Drift, Drift{Topic: t.Intents, Setting: "partitions",
-			Want: strconv.Itoa(a) + " (as " + t.Requests + ")", Got: strconv.Itoa(b)})
+			Want: strconv.Itoa(int(a)) + " (as " + t.Requests + ")", Got: strconv.Itoa(int(b))})
 	}
 	return rep, nil
 }
