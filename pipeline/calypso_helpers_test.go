@@ -18,7 +18,7 @@ type calypsoWorld struct {
 
 // newCalypso starts a sandbox whose accounts hold balance of every currency
 // in currencies, and returns clients for them. mod adjusts the sandbox config.
-func newCalypso(t *testing.T, accounts []string, currencies []string, balance string, mod func(*sandbox.Config)) *calypsoWorld {
+func newCalypso(t testing.TB, accounts []string, currencies []string, balance string, mod func(*sandbox.Config)) *calypsoWorld {
 	t.Helper()
 	cfg := sandbox.Config{Accounts: map[string]sandbox.Account{}, TimeScale: 0.001}
 	for _, a := range accounts {

@@ -19,13 +19,13 @@ import (
 
 // env is one test's Kafka world: the shared broker, and topics of its own.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *kafkatest.Cluster
 	topics  events.Topics
 	seeds   []kgo.Opt
 }
 
-func newEnv(t *testing.T, partitions int32) *env {
+func newEnv(t testing.TB, partitions int32) *env {
 	t.Helper()
 	c := kafkatest.Start(t)
 	d := events.DefaultTopics()
@@ -48,7 +48,7 @@ func newEnv(t *testing.T, partitions int32) *env {
 	return &env{t: t, cluster: c, topics: topics, seeds: []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("PAYOUTD_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
@@ -166,7 +166,7 @@ func itemCount(bs []events.BatchPlanned) int {
 }
 
 // runComponent runs fn until the test ends or stop is called; stop returns fn's error.
-func runComponent(t *testing.T, fn func(context.Context) error) (stop func() error) {
+func runComponent(t testing.TB, fn func(context.Context) error) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)

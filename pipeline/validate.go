@@ -29,15 +29,11 @@ func (v *intentRules) check(r *kgo.Record) (events.PayoutRequested, *Rejection) 
 	if size := len(r.Key) + len(r.Value); size > v.maxRecordBytes {
 		return in, &Rejection{ReasonOversized, fmt.Sprintf("record is %d bytes, the limit is %d", size, v.maxRecordBytes)}
 	}
-	if !json.Valid(r.Value) {
-		return in, &Rejection{ReasonMalformed, "value is not JSON"}
-	}
 	if err := v.schemas.Validate(requestSchema, r.Value); err != nil {
-		var se *schemas.Error
-		if errors.As(err, &se) {
-			return in, &Rejection{ReasonSchema, err.Error()}
+		if errors.Is(err, schemas.ErrNotJSON) {
+			return in, &Rejection{ReasonMalformed, err.Error()}
 		}
-		return in, &Rejection{ReasonMalformed, err.Error()}
+		return in, &Rejection{ReasonSchema, err.Error()}
 	}
 	if err := json.Unmarshal(r.Value, &in); err != nil {
 		return in, &Rejection{ReasonSchema, err.Error()}

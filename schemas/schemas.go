@@ -104,6 +104,18 @@ type Violation struct {
 type Error struct {
 	Schema     string
 	Violations []Violation
+	notJSON    bool
+}
+
+// ErrNotJSON is wrapped by an *Error whose document is not JSON at all.
+var ErrNotJSON = errors.New("not valid JSON")
+
+// Unwrap lets errors.Is(err, ErrNotJSON) tell malformed input from a schema violation.
+func (e *Error) Unwrap() error {
+	if e.notJSON {
+		return ErrNotJSON
+	}
+	return nil
 }
 
 func (e *Error) Error() string {
@@ -131,7 +143,7 @@ func (s *Set) Validate(name string, doc []byte) error {
 	// UnmarshalJSON keeps numbers as json.Number: no digit is lost to float64.
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
 	if err != nil {
-		return &Error{Schema: name, Violations: []Violation{{Message: "not valid JSON: " + err.Error()}}}
+		return &Error{Schema: name, Violations: []Violation{{Message: "not valid JSON: " + err.Error()}}, notJSON: true}
 	}
 	err = sch.Validate(inst)
 	var ve *jsonschema.ValidationError

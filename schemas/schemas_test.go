@@ -192,10 +192,13 @@ func TestUnknownFieldsAndNonJSON(t *testing.T) {
 	s := load(t)
 	doc := mutate(t, "batch-planned.v1", func(m map[string]any) { m["surprise"] = 1 })
 	requireViolation(t, s, "batch-planned.v1", doc, "surprise")
+	if errors.Is(s.Validate("batch-planned.v1", doc), schemas.ErrNotJSON) {
+		t.Fatal("a schema violation is not malformed JSON")
+	}
 	doc = mutate(t, "payout-status-changed.v1", func(m map[string]any) { m["surprise"] = 1 })
 	requireViolation(t, s, "payout-status-changed.v1", doc, "surprise")
 
-	if err := s.Validate("payout-requested.v1", []byte(`{"intentId":`)); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
+	if err := s.Validate("payout-requested.v1", []byte(`{"intentId":`)); !errors.Is(err, schemas.ErrNotJSON) || !strings.Contains(err.Error(), "not valid JSON") {
 		t.Fatalf("truncated JSON: %v", err)
 	}
 	if err := s.Validate("no-such.v1", []byte(`{}`)); !errors.Is(err, schemas.ErrUnknownSchema) {
