@@ -280,7 +280,7 @@ func TestPermanentRejectionFailsEveryIntent(t *testing.T) {
 
 func TestUnfundedCurrencyIsDeferredWithoutBlockingOthers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 1) // one partition: the deferred batch sits in front of the others
+	e := newEnv(t, 1)                                                       // one partition: the deferred batch sits in front of the others
 	w := newCalypso(t, []string{"acct"}, []string{"USDT_TRX"}, "1000", nil) // no BTC balance
 	outLog := e.follow(e.topics.Outcomes)
 	runComponent(t, newBatcher(t, e, nil).Run)
