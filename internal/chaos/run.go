@@ -1,0 +1,363 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/payoutd/payoutd/calypso"
+	"github.com/payoutd/payoutd/calypso/sandbox"
+	"github.com/payoutd/payoutd/events"
+)
+
+// Env is what a component process needs to reach the rest of the run.
+type Env struct {
+	SandboxURL    string
+	IngressAddr   string // host:port the ingress listens on (the sandbox's webhooks go there)
+	Account       string
+	APIKey        string
+	APISecret     string
+	WebhookKey    string
+	WebhookSecret string
+}
+
+// Component is one kind of process and how many of it run.
+type Component struct {
+	Name      string // batcher, submitter, ingress, tracker
+	Instances int
+}
+
+// Config configures a chaos run.
+type Config struct {
+	Binary  string   // the payoutd binary
+	Brokers []string // seeds of the one broker
+	Topics  events.Topics
+	// Components default to 2 batchers, 2 submitters, an ingress and a tracker.
+	Components []Component
+	// Args builds the command line of instance i of component c.
+	Args func(c string, i int, env Env) []string
+	// Intents valid intents are sent, plus 5% duplicates and 2% invalid records.
+	Intents int
+	// KillEvery is the pause between kills; MaxKills bounds them (0: until done).
+	KillEvery time.Duration
+	MaxKills  int
+	// RestartBroker, when set, is run once mid-run to restart Kafka.
+	RestartBroker []string
+	// Deadline bounds the whole run. Default 10 minutes.
+	Deadline time.Duration
+	Seed     uint64
+	// LogDir receives each process's output (default: a temp dir).
+	LogDir string
+	Log    *slog.Logger
+}
+
+// Run starts the processes, sends the intents, kills and restarts processes
+// while the intents flow, waits until every valid intent has an outcome (or
+// the deadline), stops everything and audits.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 10 * time.Minute
+	}
+	if len(cfg.Components) == 0 {
+		cfg.Components = []Component{{"batcher", 2}, {"submitter", 2}, {"ingress", 1}, {"tracker", 1}}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.LogDir == "" {
+		dir, err := os.MkdirTemp("", "payoutd-chaos-")
+		if err != nil {
+			return Report{}, err
+		}
+		cfg.LogDir = dir
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	kafka := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}
+
+	adm, err := kgo.NewClient(kafka...)
+	if err != nil {
+		return Report{}, err
+	}
+	defer adm.Close()
+	if _, err := cfg.Topics.Ensure(ctx, kadm.NewClient(adm), 0, 4, 1); err != nil {
+		return Report{}, fmt.Errorf("creating topics: %w", err)
+	}
+
+	env, sb, stopSandbox, err := startSandbox(cfg.Seed)
+	if err != nil {
+		return Report{}, err
+	}
+	defer stopSandbox()
+
+	procs := &fleet{cfg: cfg, env: env}
+	defer procs.stopAll()
+	for _, c := range cfg.Components {
+		for i := range c.Instances {
+			if err := procs.start(c.Name, i); err != nil {
+				return Report{}, err
+			}
+		}
+	}
+
+	want, err := sendIntents(ctx, kafka, cfg.Topics.WithDefaults().Requests, cfg.Intents, rng)
+	if err != nil {
+		return Report{}, err
+	}
+
+	rep := Report{}
+	done := make(chan struct{})
+	go func() { defer close(done); procs.waitSettled(ctx, kafka, cfg.Topics, want) }()
+	restartAt := time.Now().Add(cfg.KillEvery * 2)
+	ticker := time.NewTicker(cfg.KillEvery)
+	defer ticker.Stop()
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case <-ticker.C:
+			if cfg.MaxKills == 0 || rep.Kills < cfg.MaxKills {
+				if err := procs.killRandom(rng); err != nil {
+					return rep, err
+				}
+				rep.Kills++
+			}
+			if len(cfg.RestartBroker) > 0 && rep.BrokerRestarts == 0 && time.Now().After(restartAt) {
+				cfg.Log.Info("restarting the broker")
+				out, err := exec.CommandContext(ctx, cfg.RestartBroker[0], cfg.RestartBroker[1:]...).CombinedOutput()
+				if err != nil {
+					return rep, fmt.Errorf("restarting the broker: %v: %s", err, out)
+				}
+				rep.BrokerRestarts++
+			}
+		}
+	}
+	procs.stopAll()
+
+	actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer acancel()
+	audit, err := Audit(actx, kafka, cfg.Topics, sb, want)
+	audit.Kills, audit.BrokerRestarts = rep.Kills, rep.BrokerRestarts
+	if err == nil && ctx.Err() != nil {
+		audit.problem("deadline of %v reached before every intent had an outcome (logs in %s)", cfg.Deadline, cfg.LogDir)
+	}
+	return audit, err
+}
+
+// startSandbox serves a sandbox with API and webhook faults on a free port;
+// its webhooks go to the ingress address it reserves.
+func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
+	ingress, err := freeAddr()
+	if err != nil {
+		return Env{}, nil, nil, err
+	}
+	env := Env{IngressAddr: ingress, Account: "acct-chaos", APIKey: "chaos-key", APISecret: "chaos-secret",
+		WebhookKey: "chaos-webhook-key", WebhookSecret: "chaos-webhook-secret"}
+	balances := map[string]calypso.Amount{}
+	for _, c := range currencies {
+		balances[c] = calypso.MustParseAmount("1000000000")
+	}
+	sb := sandbox.New(sandbox.Config{
+		Accounts:  map[string]sandbox.Account{env.Account: {APIKey: env.APIKey, APISecret: calypso.Secret(env.APISecret), Balances: balances}},
+		TimeScale: 0.01,
+		Webhook: sandbox.WebhookConfig{URL: "http://" + ingress + "/webhooks/calypso", PublicKey: env.WebhookKey,
+			Secret: calypso.Secret(env.WebhookSecret), Timeout: 200 * time.Second},
+		Faults: sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
+			DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
+			Outcomes: sandbox.OutcomeMix{Completed: 0.8, Partial: 0.1, Failed: 0.1}},
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		sb.Close()
+		return Env{}, nil, nil, err
+	}
+	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	env.SandboxURL = "http://" + l.Addr().String()
+	return env, sb, func() { _ = srv.Close(); sb.Close() }, nil
+}
+
+var currencies = []string{"USDT_TRX", "BTC", "ETH", "TRX"}
+
+// sendIntents produces n valid intents, 5% of them twice, and 2% invalid records.
+func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng *rand.Rand) (Expect, error) {
+	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kafka...), kgo.DefaultProduceTopic(topic))...)
+	if err != nil {
+		return want, err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range n {
+		id := fmt.Sprintf("chaos-%07d", i)
+		v, _ := json.Marshal(events.PayoutRequested{IntentID: id, Account: "acct-chaos", Currency: currencies[i%len(currencies)],
+			Amount: events.MustAmount(fmt.Sprintf("%d.%d", 1+rng.IntN(500), rng.IntN(100))), Address: fmt.Sprintf("addr-%d", rng.IntN(n))})
+		r := &kgo.Record{Key: []byte(id), Value: v}
+		recs = append(recs, r)
+		want.Valid[id] = true
+		if rng.Float64() < 0.05 {
+			recs = append(recs, &kgo.Record{Key: r.Key, Value: r.Value})
+		}
+		if rng.Float64() < 0.02 {
+			bad := fmt.Sprintf("chaos-bad-%07d", i)
+			recs = append(recs, &kgo.Record{Key: []byte(bad), Value: []byte(`{"intentId":"` + bad + `","amount":"-1"}`)})
+			want.Invalid[bad] = true
+		}
+	}
+	// Paced in slices, so kills land while intents are still arriving.
+	for len(recs) > 0 {
+		k := min(len(recs), 200)
+		if err := cl.ProduceSync(ctx, recs[:k]...).FirstErr(); err != nil {
+			return want, fmt.Errorf("producing intents: %w", err)
+		}
+		recs = recs[k:]
+		select {
+		case <-ctx.Done():
+			return want, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return want, nil
+}
+
+// instance names one process: instance i of a component.
+type instance struct {
+	component string
+	i         int
+}
+
+func (in instance) String() string { return fmt.Sprintf("%s-%d", in.component, in.i) }
+
+// fleet is the running component processes.
+type fleet struct {
+	cfg  Config
+	env  Env
+	mu   sync.Mutex
+	proc map[instance]*process
+}
+
+// process is a started component; done closes when it has exited.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (f *fleet) start(component string, i int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.proc == nil {
+		f.proc = map[instance]*process{}
+	}
+	in := instance{component, i}
+	name := in.String()
+	out, err := os.OpenFile(filepath.Join(f.cfg.LogDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(f.cfg.Binary, f.cfg.Args(component, i, f.env)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); out.Close(); close(p.done) }()
+	f.proc[in] = p
+	f.cfg.Log.Info("started", "process", name, "pid", cmd.Process.Pid)
+	return nil
+}
+
+// killRandom SIGKILLs one process and starts it again, as a crash-looping
+// pod would be restarted: same instance, same transactional id.
+func (f *fleet) killRandom(rng *rand.Rand) error {
+	f.mu.Lock()
+	all := make([]instance, 0, len(f.proc))
+	for in := range f.proc {
+		all = append(all, in)
+	}
+	f.mu.Unlock()
+	if len(all) == 0 {
+		return nil
+	}
+	// Sorted, so a seed picks the same victims every run.
+	slices.SortFunc(all, func(a, b instance) int { return strings.Compare(a.String(), b.String()) })
+	victim := all[rng.IntN(len(all))]
+	f.mu.Lock()
+	p := f.proc[victim]
+	f.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	f.cfg.Log.Info("killed", "process", victim, "pid", p.cmd.Process.Pid)
+	return f.start(victim.component, victim.i)
+}
+
+func (f *fleet) stopAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.proc {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for in, p := range f.proc {
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		delete(f.proc, in)
+	}
+}
+
+// waitSettled returns when every valid intent has an outcome on the
+// outcomes topic, or ctx ends.
+func (f *fleet) waitSettled(ctx context.Context, kafka []kgo.Opt, topics events.Topics, want Expect) {
+	topics = topics.WithDefaults()
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kafka...), kgo.ConsumeTopics(topics.Outcomes),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	resolved := map[string]bool{}
+	for ctx.Err() == nil && len(resolved) < len(want.Valid) {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			_, e, err := events.Decode(r)
+			if err != nil {
+				return
+			}
+			switch o := e.(type) {
+			case events.IntentSettled:
+				resolved[o.IntentID] = true
+			case events.IntentFailed:
+				resolved[o.IntentID] = true
+			}
+		})
+	}
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
