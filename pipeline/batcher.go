@@ -170,9 +170,7 @@ func (b *Batcher) session(ctx context.Context) error {
 			if w.empty() {
 				return nil
 			}
-			stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			_, err := b.commit(stop, sess, w)
+			_, err := b.commit(ctx, sess, w)
 			return err
 		}
 		if err := fatalFetchErr(fetches); err != nil {

@@ -3,6 +3,7 @@
 //	batcher.go    payouts.requests → payouts.batches (+ intents, DLQ), in one Kafka transaction per window
 //	submitter.go  payouts.batches  → Calypso payout/mass/create → payouts.outcomes
 //	ingress.go    Calypso webhooks → calypso.webhooks.raw + payouts.outcomes
+//	outcome.go    one webhook's bytes → its typed events (pure, so replays match)
 //	tracker.go    payouts.outcomes + polling Calypso → per-intent outcomes
 //
 // Each component is a consumer group (or an HTTP handler), so it scales by

@@ -71,10 +71,17 @@ func fatalFetchErr(f kgo.Fetches) error {
 	return fatal
 }
 
+// txnTimeout bounds how long a begun transaction may take to finish.
+const txnTimeout = 30 * time.Second
+
 // produceInTxn writes records and the consumed offsets in one transaction.
 // Records are flushed and checked before ending, because a transaction must
-// not commit when any of its records failed.
+// not commit when any of its records failed. A transaction once begun is
+// finished even when ctx is cancelled for shutdown: cancelling End would
+// leave the producer in an unknown state and the work for the next owner.
 func produceInTxn(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txnTimeout)
+	defer cancel()
 	if err := sess.Begin(); err != nil {
 		return false, fmt.Errorf("%w: begin: %v", errSessionFailed, err)
 	}
