@@ -260,7 +260,7 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, error) 
 		return out, nil
 	}
 	for _, e := range evs {
-		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, sourceIngress, e)
+		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngress, e)
 		if err == nil {
 			err = in.schemas.Validate(events.SchemaName(e.Type()), rec.Value)
 		}
@@ -273,7 +273,9 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, error) 
 	return out, nil
 }
 
-const sourceIngress = "payoutd/ingress"
+// SourceIngress is the ce_source of the events the ingress writes; replay
+// compares only these with what it re-derives.
+const SourceIngress = "payoutd/ingress"
 
 func (in *Ingress) count(status int) {
 	switch status {
