@@ -1,0 +1,106 @@
+// Command payoutd is the one binary of payoutd: the pipeline in production
+// (run), everything in one process for a first look (dev), the Calypso
+// sandbox, and the operator's tools (topics, produce, tail, replay).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// cli is the command tree. Every flag has an environment variable
+// (PAYOUTD_…) and help text; `payoutd <command> --help` lists them.
+type cli struct {
+	Dev     devCmd     `cmd:"" help:"Run everything in one process: embedded Kafka, the Calypso sandbox, all components and sample intents, with a live summary."`
+	Run     runCmd     `cmd:"" help:"Run the pipeline against a real Kafka cluster and Calypso (production)."`
+	Sandbox sandboxCmd `cmd:"" help:"Serve the Calypso sandbox (a faithful stand-in for Calypso's mass-payout API) on its own."`
+	Topics  topicsCmd  `cmd:"" help:"Create missing topics with the catalog's settings and report drift."`
+	Produce produceCmd `cmd:"" help:"Send payout intents from a CSV or JSON-lines file to the requests topic, validated first."`
+	Tail    tailCmd    `cmd:"" help:"Follow the outcomes topic (or any payoutd topic), one readable line or JSON object per record."`
+	Replay  replayCmd  `cmd:"" help:"Audit: re-derive the typed outcome events from the raw webhook topic and report every difference."`
+	Probe   probeCmd   `cmd:"" help:"GET a URL and exit 0 on a 2xx answer (container health checks; the image has no curl)."`
+	Version versionCmd `cmd:"" help:"Print the version and build information."`
+}
+
+// command is what every subcommand implements: one validation pass that
+// reports every bad setting, then the work.
+type command interface {
+	validate(p *problems)
+	run(ctx context.Context, out io.Writer) error
+}
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // the command ran and failed (or found differences)
+	exitUsage  = 2 // bad command line or configuration
+)
+
+func main() { os.Exit(mainExit(os.Args[1:])) }
+
+func mainExit(args []string) int {
+	var c cli
+	probs := &problems{}
+	opts := append([]kong.Option{
+		kong.Name("payoutd"),
+		kong.Description("payoutd pays people in crypto: Kafka payout intents → Calypso mass payouts → typed outcome events.\n\nStart with `payoutd dev`; see each command's --help for its flags and PAYOUTD_* environment variables."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
+	}, probs.lenientMappers()...)
+	parser, err := kong.New(&c, opts...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "payoutd: %v\n", err)
+		return exitFailed
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		parser.Errorf("%v", err)
+		return exitUsage
+	}
+	cmd, ok := kctx.Selected().Target.Addr().Interface().(command)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "payoutd: %s is not runnable\n", kctx.Command())
+		return exitUsage
+	}
+	cmd.validate(probs)
+	if !probs.empty() {
+		fmt.Fprintf(os.Stderr, "payoutd %s: invalid configuration:\n", kctx.Command())
+		for _, pr := range probs.sorted() {
+			fmt.Fprintf(os.Stderr, "  %s\n", pr)
+		}
+		return exitUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = cmd.run(ctx, os.Stdout)
+	var fe *failure
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &fe):
+		if fe.msg != "" {
+			fmt.Fprintf(os.Stderr, "payoutd %s: %s\n", kctx.Command(), fe.msg)
+		}
+		return fe.code
+	default:
+		fmt.Fprintf(os.Stderr, "payoutd %s: %v\n", kctx.Command(), err)
+		return exitFailed
+	}
+}
+
+// failure ends a command with a chosen exit code, e.g. when an audit found
+// differences: the command worked, and the answer is "no".
+type failure struct {
+	code int
+	msg  string
+}
+
+func (f *failure) Error() string { return f.msg }

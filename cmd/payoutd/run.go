@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/payoutd/payoutd/calypso"
+	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/pipeline"
+)
+
+var allComponents = []string{"batcher", "submitter", "ingress", "tracker"}
+
+// runCmd is production: real Kafka, real Calypso, the selected components.
+type runCmd struct {
+	Components []string `name:"components" env:"PAYOUTD_COMPONENTS" default:"batcher,submitter,ingress,tracker" help:"Components to run, comma-separated: batcher, submitter, ingress, tracker. Each scales on its own."`
+
+	kafkaFlags `embed:""`
+	topicFlags `embed:""`
+	logFlags   `embed:""`
+
+	CalypsoURL          string        `name:"calypso-url" env:"PAYOUTD_CALYPSO_URL" help:"Calypso API base URL, e.g. https://api.calypso.finance. Required for submitter and tracker; there is no default, so production is never reached by accident."`
+	CalypsoAccounts     []string      `name:"calypso-account" env:"PAYOUTD_CALYPSO_ACCOUNTS" sep:";" placeholder:"id=ID,key=KEY,secret=SECRET" help:"A Calypso merchant account: id=…,key=…,secret=… or secret-file=PATH. Repeat the flag, or separate accounts with ';' in the variable."`
+	CalypsoAccountsFile string        `name:"calypso-accounts-file" env:"PAYOUTD_CALYPSO_ACCOUNTS_FILE" placeholder:"PATH" help:"File with one account per line, same syntax as --calypso-account ('#' comments)."`
+	CalypsoTimeout      time.Duration `name:"calypso-timeout" env:"PAYOUTD_CALYPSO_TIMEOUT" default:"30s" help:"Timeout of one Calypso HTTP attempt."`
+	CalypsoRateLimit    float64       `name:"calypso-rate-limit" env:"PAYOUTD_CALYPSO_RATE_LIMIT" default:"5" help:"Requests per second per account towards Calypso (negative: unlimited)."`
+	CalypsoMaxAttempts  int           `name:"calypso-max-attempts" env:"PAYOUTD_CALYPSO_MAX_ATTEMPTS" default:"4" help:"Tries of one Calypso call on retryable errors, the first included."`
+
+	WebhookKeys     []string `name:"webhook-key" env:"PAYOUTD_WEBHOOK_KEYS" placeholder:"PUBLIC=SECRET" help:"A webhook subscription key pair PUBLIC=SECRET; repeat (or comma-separate) to rotate keys. Required for ingress."`
+	WebhookKeysFile string   `name:"webhook-keys-file" env:"PAYOUTD_WEBHOOK_KEYS_FILE" placeholder:"PATH" help:"File with one PUBLIC=SECRET pair per line."`
+
+	BatcherGroup      string        `name:"batcher-group" env:"PAYOUTD_BATCHER_GROUP" default:"payoutd-batcher" help:"Consumer group of the batcher."`
+	SubmitterGroup    string        `name:"submitter-group" env:"PAYOUTD_SUBMITTER_GROUP" default:"payoutd-submitter" help:"Consumer group of the submitter."`
+	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: group-hostname, so a restart fences its predecessor). Unique per instance."`
+	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: group-hostname). Unique per instance."`
+	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" help:"Transactional id of the ingress (default: payoutd-ingress-hostname). Unique per instance."`
+	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
+	BatcherMaxWait    time.Duration `name:"batcher-max-wait" env:"PAYOUTD_BATCHER_MAX_WAIT" default:"2s" help:"A batching window closes this long after its first record."`
+	BatcherMaxRecords int           `name:"batcher-max-records" env:"PAYOUTD_BATCHER_MAX_RECORDS" default:"20000" help:"A window closes early at this many records."`
+	BatcherMaxBytes   int           `name:"batcher-max-bytes" env:"PAYOUTD_BATCHER_MAX_BYTES" default:"33554432" help:"A window closes early at this many bytes."`
+	MaxRecordBytes    int           `name:"batcher-max-record-bytes" env:"PAYOUTD_BATCHER_MAX_RECORD_BYTES" default:"65536" help:"Larger requests go to the DLQ."`
+	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention)."`
+	BatcherAccounts   []string      `name:"batcher-accounts" env:"PAYOUTD_BATCHER_ACCOUNTS" help:"Accounts the batcher accepts (default: the ids of --calypso-account; none configured: any)."`
+
+	CheckBalance     bool          `name:"submitter-check-balance" env:"PAYOUTD_SUBMITTER_CHECK_BALANCE" help:"Read the account balance before each create and defer batches it cannot cover."`
+	PrecalculateFees bool          `name:"submitter-precalculate-fees" env:"PAYOUTD_SUBMITTER_PRECALCULATE_FEES" help:"Ask Calypso for each batch's fees first (balance check covers amount+fee; --submitter-max-fee applies)."`
+	MaxFee           []string      `name:"submitter-max-fee" env:"PAYOUTD_SUBMITTER_MAX_FEE" placeholder:"CURRENCY=AMOUNT" help:"Most a batch of a currency may cost in fees; above it the batch is deferred. Repeat per currency."`
+	DeferDelay       time.Duration `name:"submitter-defer-delay" env:"PAYOUTD_SUBMITTER_DEFER_DELAY" default:"1m" help:"First wait of a deferred batch; doubles per attempt."`
+	MaxDeferDelay    time.Duration `name:"submitter-max-defer-delay" env:"PAYOUTD_SUBMITTER_MAX_DEFER_DELAY" default:"30m" help:"Longest wait of a deferred batch."`
+	RetryDelay       time.Duration `name:"submitter-retry-delay" env:"PAYOUTD_SUBMITTER_RETRY_DELAY" default:"30s" help:"Cap of the wait between tries of a call Calypso failed retryably."`
+
+	TrackerPollAfter   time.Duration `name:"tracker-poll-after" env:"PAYOUTD_TRACKER_POLL_AFTER" default:"2m" help:"Poll Calypso for a payout silent this long (webhooks get lost)."`
+	TrackerWorkers     int           `name:"tracker-workers" env:"PAYOUTD_TRACKER_WORKERS" default:"4" help:"Payouts the tracker handles at once."`
+	TrackerCallTimeout time.Duration `name:"tracker-call-timeout" env:"PAYOUTD_TRACKER_CALL_TIMEOUT" default:"30s" help:"Bound of the Calypso calls for one payout."`
+
+	IngressAddr       string        `name:"ingress-addr" env:"PAYOUTD_INGRESS_ADDR" default:":8080" help:"Listen address of the webhook endpoint (POST /webhooks/calypso)."`
+	IngressAckTimeout time.Duration `name:"ingress-ack-timeout" env:"PAYOUTD_INGRESS_ACK_TIMEOUT" default:"5s" help:"How long a webhook waits for Kafka's acknowledgement before 503."`
+	OpsAddr           string        `name:"ops-addr" env:"PAYOUTD_OPS_ADDR" default:":9464" help:"Listen address of /metrics, /healthz and /readyz."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"PAYOUTD_SHUTDOWN_TIMEOUT" default:"30s" help:"On SIGINT/SIGTERM, how long to finish webhooks in flight, close windows and end transactions."`
+
+	// Resolved by validate.
+	accounts []accountSpec
+	keys     calypso.WebhookKeys
+	maxFee   map[string]calypso.Amount
+}
+
+func (r *runCmd) has(c string) bool { return slices.Contains(r.Components, c) }
+
+func (r *runCmd) validate(p *problems) {
+	r.kafkaFlags.validate(p)
+	r.topicFlags.validate(p)
+	r.logFlags.validate(p)
+	const comps = "--components (PAYOUTD_COMPONENTS)"
+	r.Components = nonEmpty(r.Components)
+	if len(r.Components) == 0 {
+		p.add(comps, "select at least one of %s", strings.Join(allComponents, ", "))
+	}
+	for _, c := range r.Components {
+		if !slices.Contains(allComponents, c) {
+			p.add(comps, "unknown component %q (want %s)", c, strings.Join(allComponents, ", "))
+		}
+	}
+	r.validateCalypso(p)
+	r.validateWebhookKeys(p)
+
+	for name, d := range map[string]time.Duration{
+		"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)":                     r.CalypsoTimeout,
+		"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)":                   r.BatcherMaxWait,
+		"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)":                         r.DedupHorizon,
+		"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)":         r.DeferDelay,
+		"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)": r.MaxDeferDelay,
+		"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)":         r.RetryDelay,
+		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
+		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
+		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
+		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
+	} {
+		positive(p, name, d)
+	}
+	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
+		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
+	}
+	for name, n := range map[string]int{
+		"--batcher-max-records (PAYOUTD_BATCHER_MAX_RECORDS)":           r.BatcherMaxRecords,
+		"--batcher-max-bytes (PAYOUTD_BATCHER_MAX_BYTES)":               r.BatcherMaxBytes,
+		"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)": r.MaxRecordBytes,
+		"--tracker-workers (PAYOUTD_TRACKER_WORKERS)":                   r.TrackerWorkers,
+		"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)":         r.CalypsoMaxAttempts,
+	} {
+		if n <= 0 {
+			p.add(name, "must be a positive number, got %d", n)
+		}
+	}
+	r.maxFee = map[string]calypso.Amount{}
+	for _, mf := range r.MaxFee {
+		cur, amt, ok := strings.Cut(mf, "=")
+		a, err := calypso.ParseAmount(amt)
+		if !ok || cur == "" || err != nil || a.Sign() < 0 {
+			p.add("--submitter-max-fee (PAYOUTD_SUBMITTER_MAX_FEE)", "%q is not CURRENCY=AMOUNT with a non-negative decimal amount", mf)
+			continue
+		}
+		r.maxFee[cur] = a
+	}
+	if r.has("ingress") {
+		checkAddr(p, "--ingress-addr (PAYOUTD_INGRESS_ADDR)", r.IngressAddr)
+	}
+	checkAddr(p, "--ops-addr (PAYOUTD_OPS_ADDR)", r.OpsAddr)
+}
+
+func (r *runCmd) validateCalypso(p *problems) {
+	const urlFlag = "--calypso-url (PAYOUTD_CALYPSO_URL)"
+	const accFlag = "--calypso-account (PAYOUTD_CALYPSO_ACCOUNTS)"
+	needsCalypso := r.has("submitter") || r.has("tracker")
+	if r.CalypsoURL == "" {
+		if needsCalypso {
+			p.add(urlFlag, "is required for the submitter and tracker (no default, so production is never reached by accident)")
+		}
+	} else if u, err := url.Parse(r.CalypsoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.add(urlFlag, "must be an absolute http(s) URL, got %q", r.CalypsoURL)
+	}
+	specs := nonEmpty(r.CalypsoAccounts)
+	if r.CalypsoAccountsFile != "" {
+		lines, err := readLines(r.CalypsoAccountsFile)
+		if err != nil {
+			p.add("--calypso-accounts-file (PAYOUTD_CALYPSO_ACCOUNTS_FILE)", "cannot read %s: %v", r.CalypsoAccountsFile, err)
+		}
+		specs = append(specs, lines...)
+	}
+	seen := map[string]bool{}
+	for _, s := range specs {
+		a, err := parseAccount(s)
+		if err != nil {
+			p.add(accFlag, "%v", err)
+			continue
+		}
+		if seen[a.ID] {
+			p.add(accFlag, "account %q is configured twice", a.ID)
+		}
+		seen[a.ID] = true
+		r.accounts = append(r.accounts, a)
+	}
+	if needsCalypso && len(specs) == 0 {
+		p.add(accFlag, "at least one account is required for the submitter and tracker (or --calypso-accounts-file)")
+	}
+}
+
+func (r *runCmd) validateWebhookKeys(p *problems) {
+	const keyFlag = "--webhook-key (PAYOUTD_WEBHOOK_KEYS)"
+	specs := nonEmpty(r.WebhookKeys)
+	if r.WebhookKeysFile != "" {
+		lines, err := readLines(r.WebhookKeysFile)
+		if err != nil {
+			p.add("--webhook-keys-file (PAYOUTD_WEBHOOK_KEYS_FILE)", "cannot read %s: %v", r.WebhookKeysFile, err)
+		}
+		specs = append(specs, lines...)
+	}
+	r.keys = calypso.WebhookKeys{}
+	for _, s := range specs {
+		k, v, err := parseWebhookKey(s)
+		if err != nil {
+			p.add(keyFlag, "%v", err)
+			continue
+		}
+		r.keys[k] = v
+	}
+	if r.has("ingress") && len(specs) == 0 {
+		p.add(keyFlag, "at least one key pair is required for the ingress (or --webhook-keys-file)")
+	}
+}
+
+func checkAddr(p *problems, setting, addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		p.add(setting, "%q is not host:port: %v", addr, err)
+	}
+}
+
+func (r *runCmd) run(ctx context.Context, out io.Writer) error {
+	log := r.logFlags.logger()
+	slog.SetDefault(log)
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "unknown"
+	}
+	m := newMetrics()
+	kopts, err := r.kafkaFlags.clientOpts(log, newKafkaMetrics(m.reg))
+	if err != nil {
+		return err
+	}
+	adm, err := newAdmin(kopts)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+
+	accounts := pipeline.Accounts{}
+	var ids []string
+	for _, a := range r.accounts {
+		cl, err := calypso.NewClient(calypso.Config{
+			BaseURL: r.CalypsoURL, Account: a.ID, APIKey: a.Key, APISecret: a.Secret,
+			Timeout: r.CalypsoTimeout, RateLimit: r.CalypsoRateLimit, Retry: calypso.RetryPolicy{MaxAttempts: r.CalypsoMaxAttempts},
+		}, calypso.WithLogger(log.With("component", "calypso", "account", a.ID)))
+		if err != nil {
+			return fmt.Errorf("calypso account %s: %w", a.ID, err)
+		}
+		accounts[a.ID] = cl
+		ids = append(ids, a.ID)
+	}
+	batcherAccounts := nonEmpty(r.BatcherAccounts)
+	if len(batcherAccounts) == 0 {
+		batcherAccounts = ids
+	}
+	orDefault := func(v, def string) string {
+		if v != "" {
+			return v
+		}
+		return def
+	}
+	st, err := buildStack(stackConfig{
+		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
+		batcher: pipeline.BatcherConfig{
+			Group: r.BatcherGroup, TransactionalID: orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+host),
+			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
+			MaxRecordBytes: r.MaxRecordBytes, DedupHorizon: r.DedupHorizon, Accounts: batcherAccounts,
+		},
+		submitter: pipeline.SubmitterConfig{
+			Group: r.SubmitterGroup, TransactionalID: orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+host),
+			CheckBalance: r.CheckBalance, PrecalculateFees: r.PrecalculateFees, MaxFee: r.maxFee,
+			DeferDelay: r.DeferDelay, MaxDeferDelay: r.MaxDeferDelay, RetryDelay: r.RetryDelay,
+		},
+		ingress: pipeline.IngressConfig{
+			Keys: r.keys, AckTimeout: r.IngressAckTimeout, TransactionalID: orDefault(r.IngressTxnID, "payoutd-ingress-"+host),
+		},
+		ingressAddr: r.IngressAddr,
+		tracker: pipeline.TrackerConfig{
+			TransactionalID: r.TrackerTxnID, PollAfter: r.TrackerPollAfter, Workers: r.TrackerWorkers, CallTimeout: r.TrackerCallTimeout,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	groups := []string{}
+	if r.has("batcher") {
+		groups = append(groups, r.BatcherGroup)
+	}
+	if r.has("submitter") {
+		groups = append(groups, r.SubmitterGroup)
+	}
+	if len(groups) > 0 {
+		m.reg.MustRegister(newLagCollector(adm, groups...))
+	}
+	ops, err := newOpsServer(r.OpsAddr, m, adm, st.ready, log)
+	if err != nil {
+		if st.ingressLn != nil {
+			st.ingressLn.Close()
+		}
+		return err
+	}
+	ops.serve(log)
+	defer ops.close()
+
+	st.start()
+	log.Info("payoutd running", "components", strings.Join(r.Components, ","), "ops", ops.url(),
+		"brokers", strings.Join(r.Brokers, ","), "calypso", r.CalypsoURL, "accounts", strings.Join(ids, ","))
+	var cause error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", r.ShutdownTimeout)
+	case cause = <-st.exited:
+		log.Error("a component stopped; shutting down", "error", cause)
+	}
+	if err := st.stop(r.ShutdownTimeout); err != nil {
+		log.Error("shutdown incomplete", "error", err)
+		return err
+	}
+	log.Info("stopped cleanly")
+	if cause != nil {
+		return cause
+	}
+	_ = out
+	return nil
+}
+
+// stackConfig is what buildStack needs; dev and run fill it differently.
+type stackConfig struct {
+	components  []string
+	topics      events.Topics
+	kafka       []kgo.Opt
+	accounts    pipeline.Accounts
+	log         *slog.Logger
+	metrics     *metrics
+	batcher     pipeline.BatcherConfig
+	submitter   pipeline.SubmitterConfig
+	ingress     pipeline.IngressConfig
+	ingressAddr string
+	tracker     pipeline.TrackerConfig
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/payoutd/payoutd/calypso"
+	"github.com/payoutd/payoutd/calypso/sandbox"
+	"github.com/payoutd/payoutd/pipeline"
+)
+
+// sandboxCmd serves the Calypso sandbox alone, as docker-compose runs it.
+type sandboxCmd struct {
+	Listen   string   `name:"listen" env:"PAYOUTD_SANDBOX_LISTEN" default:":8081" help:"Listen address of the sandbox API and /sandbox/ introspection."`
+	Accounts []string `name:"account" env:"PAYOUTD_SANDBOX_ACCOUNTS" sep:";" placeholder:"id=ID,key=KEY,secret=SECRET,balance=CUR:AMOUNT" help:"A merchant account with its API key pair and balances (balance=CUR:AMOUNT, repeatable). Repeat the flag, or separate accounts with ';'."`
+	Fees     []string `name:"fee" env:"PAYOUTD_SANDBOX_FEES" placeholder:"CUR=FIXED" help:"Fixed fee per withdrawal of a currency (default: free)."`
+
+	WebhookURL        string         `name:"webhook-url" env:"PAYOUTD_SANDBOX_WEBHOOK_URL" help:"Where webhooks go, e.g. http://payoutd:8080/webhooks/calypso (empty: recorded, not sent)."`
+	WebhookKey        string         `name:"webhook-key" env:"PAYOUTD_SANDBOX_WEBHOOK_KEY" help:"Public key sent in the webhooks' Key header."`
+	WebhookSecret     calypso.Secret `name:"webhook-secret" env:"PAYOUTD_SANDBOX_WEBHOOK_SECRET" help:"Secret that signs the webhooks."`
+	WebhookSecretFile string         `name:"webhook-secret-file" env:"PAYOUTD_SANDBOX_WEBHOOK_SECRET_FILE" placeholder:"PATH" help:"File holding --webhook-secret."`
+
+	TimeScale    float64       `name:"time-scale" env:"PAYOUTD_SANDBOX_TIME_SCALE" default:"1" help:"Multiplies every delay (steps, webhook retries); 0.001 turns seconds into milliseconds."`
+	StepDelay    time.Duration `name:"step-delay" env:"PAYOUTD_SANDBOX_STEP_DELAY" default:"2s" help:"Unscaled pause between a payout's automatic state changes."`
+	Verification bool          `name:"verification" env:"PAYOUTD_SANDBOX_VERIFICATION" help:"New payouts wait in PENDING_CONFIRMATION for POST /sandbox/payouts/{id}/confirm."`
+	faultFlags   `embed:""`
+	logFlags     `embed:""`
+
+	cfg sandbox.Config
+}
+
+// faultFlags inject Calypso's failures: probabilities in [0,1].
+type faultFlags struct {
+	Seed              int64   `name:"seed" env:"PAYOUTD_SANDBOX_SEED" default:"1" help:"Seed of the fault generator, so runs repeat."`
+	DropWebhooks      float64 `name:"drop-webhooks" env:"PAYOUTD_SANDBOX_DROP_WEBHOOKS" help:"Probability a webhook is never delivered."`
+	DuplicateWebhooks float64 `name:"duplicate-webhooks" env:"PAYOUTD_SANDBOX_DUPLICATE_WEBHOOKS" help:"Probability a webhook is delivered twice."`
+	ReorderWebhooks   float64 `name:"reorder-webhooks" env:"PAYOUTD_SANDBOX_REORDER_WEBHOOKS" help:"Probability a webhook is overtaken by later ones."`
+	DelayWebhooks     float64 `name:"delay-webhooks" env:"PAYOUTD_SANDBOX_DELAY_WEBHOOKS" help:"Probability a webhook is delivered 60s (scaled) late."`
+	API5xx            float64 `name:"api-5xx" env:"PAYOUTD_SANDBOX_API_5XX" help:"Probability an API call answers 500."`
+	API429            float64 `name:"api-429" env:"PAYOUTD_SANDBOX_API_429" help:"Probability an API call answers 429."`
+	SlowResponses     float64 `name:"slow-responses" env:"PAYOUTD_SANDBOX_SLOW_RESPONSES" help:"Probability an API call stalls 2s."`
+	LostResponses     float64 `name:"lost-responses" env:"PAYOUTD_SANDBOX_LOST_RESPONSES" help:"Probability a call is processed but its answer lost."`
+	Partial           float64 `name:"partial" env:"PAYOUTD_SANDBOX_PARTIAL" help:"Share of payouts that end PARTIAL."`
+	Failed            float64 `name:"failed" env:"PAYOUTD_SANDBOX_FAILED" help:"Share of payouts that end FAILED (the rest COMPLETE)."`
+}
+
+func (f faultFlags) validate(p *problems) {
+	for name, v := range map[string]float64{
+		"--drop-webhooks": f.DropWebhooks, "--duplicate-webhooks": f.DuplicateWebhooks, "--reorder-webhooks": f.ReorderWebhooks,
+		"--delay-webhooks": f.DelayWebhooks, "--api-5xx": f.API5xx, "--api-429": f.API429, "--slow-responses": f.SlowResponses,
+		"--lost-responses": f.LostResponses, "--partial": f.Partial, "--failed": f.Failed,
+	} {
+		if v < 0 || v > 1 {
+			p.add(name, "must be a probability in [0,1], got %v", v)
+		}
+	}
+	if f.Partial+f.Failed > 1 {
+		p.add("--partial/--failed", "together must not exceed 1")
+	}
+}
+
+func (f faultFlags) faults() sandbox.Faults {
+	fs := sandbox.Faults{
+		Seed: f.Seed, DropWebhook: f.DropWebhooks, DuplicateWebhook: f.DuplicateWebhooks, ReorderWebhook: f.ReorderWebhooks,
+		DelayWebhook: f.DelayWebhooks, API5xx: f.API5xx, API429: f.API429, SlowResponse: f.SlowResponses, LostResponse: f.LostResponses,
+	}
+	if f.Partial > 0 || f.Failed > 0 {
+		fs.Outcomes = sandbox.OutcomeMix{Completed: 1 - f.Partial - f.Failed, Partial: f.Partial, Failed: f.Failed}
+	}
+	return fs
+}
+
+func (s *sandboxCmd) validate(p *problems) {
+	s.logFlags.validate(p)
+	s.faultFlags.validate(p)
+	checkAddr(p, "--listen (PAYOUTD_SANDBOX_LISTEN)", s.Listen)
+	if s.TimeScale <= 0 {
+		p.add("--time-scale (PAYOUTD_SANDBOX_TIME_SCALE)", "must be positive, got %v", s.TimeScale)
+	}
+	positive(p, "--step-delay (PAYOUTD_SANDBOX_STEP_DELAY)", s.StepDelay)
+	s.cfg = sandbox.Config{Accounts: map[string]sandbox.Account{}, Tariff: map[string]sandbox.Fee{},
+		TimeScale: s.TimeScale, StepDelay: s.StepDelay, Verification: s.Verification, Faults: s.faultFlags.faults()}
+	for _, spec := range nonEmpty(s.Accounts) {
+		id, acc, err := parseSandboxAccount(spec)
+		if err != nil {
+			p.add("--account (PAYOUTD_SANDBOX_ACCOUNTS)", "%v", err)
+			continue
+		}
+		s.cfg.Accounts[id] = acc
+	}
+	for _, f := range s.Fees {
+		cur, amt, ok := strings.Cut(f, "=")
+		a, err := calypso.ParseAmount(amt)
+		if !ok || err != nil || a.Sign() < 0 {
+			p.add("--fee (PAYOUTD_SANDBOX_FEES)", "%q is not CUR=AMOUNT", f)
+			continue
+		}
+		s.cfg.Tariff[cur] = sandbox.Fee{Fixed: a}
+	}
+	secret := secretFrom(p, "--webhook-secret", "--webhook-secret-file (PAYOUTD_SANDBOX_WEBHOOK_SECRET_FILE)", s.WebhookSecret, s.WebhookSecretFile)
+	if s.WebhookURL != "" && (s.WebhookKey == "" || secret == "") {
+		p.add("--webhook-url (PAYOUTD_SANDBOX_WEBHOOK_URL)", "needs --webhook-key and --webhook-secret (or --webhook-secret-file)")
+	}
+	s.cfg.Webhook = sandbox.WebhookConfig{URL: s.WebhookURL, PublicKey: s.WebhookKey, Secret: secret, RequestID: "payoutd-sandbox"}
+}
+
+// parseSandboxAccount reads id=…,key=…,secret=…[,balance=CUR:AMOUNT]….
+func parseSandboxAccount(spec string) (string, sandbox.Account, error) {
+	var rest []string
+	balances := map[string]calypso.Amount{}
+	for _, part := range strings.Split(spec, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "balance="); ok {
+			cur, amt, ok := strings.Cut(v, ":")
+			a, err := calypso.ParseAmount(amt)
+			if !ok || err != nil {
+				return "", sandbox.Account{}, fmt.Errorf("balance %q is not CUR:AMOUNT", v)
+			}
+			balances[cur] = a
+			continue
+		}
+		rest = append(rest, part)
+	}
+	a, err := parseAccount(strings.Join(rest, ","))
+	if err != nil {
+		return "", sandbox.Account{}, err
+	}
+	return a.ID, sandbox.Account{Name: a.ID, APIKey: a.Key, APISecret: a.Secret, Balances: balances}, nil
+}
+
+func (s *sandboxCmd) run(ctx context.Context, out io.Writer) error {
+	log := s.logFlags.logger()
+	s.cfg.Logger = log.With("component", "sandbox")
+	sb := sandbox.New(s.cfg)
+	ln, err := net.Listen("tcp", s.Listen)
+	if err != nil {
+		sb.Close()
+		return fmt.Errorf("sandbox listen %s: %w", s.Listen, err)
+	}
+	log.Info("Calypso sandbox serving", "url", "http://"+ln.Addr().String(), "accounts", len(s.cfg.Accounts),
+		"webhooks", s.WebhookURL, "time_scale", s.TimeScale)
+	return serveSandbox(ctx, sb, ln, log)
+}
+
+// serveSandbox serves sb on ln until ctx ends, then stops both.
+func serveSandbox(ctx context.Context, sb *sandbox.Sandbox, ln net.Listener, log *slog.Logger) error {
+	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		sb.Close()
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	sb.Close()
+	log.Info("sandbox stopped")
+	return err
+}
+
+// webhookURL is the ingress endpoint on addr, for the sandbox to call.
+func webhookURL(addr net.Addr) string { return "http://" + addr.String() + pipeline.WebhookPath }
