@@ -27,6 +27,12 @@ type BatcherConfig struct {
 	// aborts its predecessor's open transaction at once, instead of readers
 	// waiting for the transaction timeout. Default: Group + a random suffix.
 	TransactionalID string
+	// InstanceID, when set, makes the instance a static group member
+	// (KIP-345): restarted under the same id, it gets its partitions back at
+	// once instead of the group waiting out the dead member's session
+	// timeout, which under crash loops would stall every partition. Like
+	// TransactionalID, unique per instance and stable across restarts.
+	InstanceID string
 	// MaxWait closes a window this long after its first record. Default 2s.
 	MaxWait time.Duration
 	// MaxRecords and MaxBytes close a window early when its buffer reaches
@@ -150,6 +156,9 @@ func (b *Batcher) session(ctx context.Context) error {
 		kgo.RequireStableFetchOffsets(),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { b.assigned.Store(true) }),
 	)
+	if b.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(b.cfg.InstanceID))
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return err

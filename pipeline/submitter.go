@@ -29,6 +29,8 @@ type SubmitterConfig struct {
 	Group string
 	// TransactionalID: see BatcherConfig.TransactionalID. Default Group + a random suffix.
 	TransactionalID string
+	// InstanceID: see BatcherConfig.InstanceID.
+	InstanceID string
 	// CheckBalance reads the account's balance before each create and
 	// defers a batch the balance cannot cover.
 	CheckBalance bool
@@ -132,6 +134,9 @@ func (s *Submitter) session(ctx context.Context) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 	)
+	if s.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(s.cfg.InstanceID))
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ type runCmd struct {
 	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: group-hostname, so a restart fences its predecessor). Unique per instance."`
 	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: group-hostname). Unique per instance."`
 	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" help:"Transactional id of the ingress (default: payoutd-ingress-hostname). Unique per instance."`
+	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher and submitter groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
 	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
 	BatcherMaxWait    time.Duration `name:"batcher-max-wait" env:"PAYOUTD_BATCHER_MAX_WAIT" default:"2s" help:"A batching window closes this long after its first record."`
 	BatcherMaxRecords int           `name:"batcher-max-records" env:"PAYOUTD_BATCHER_MAX_RECORDS" default:"20000" help:"A window closes early at this many records."`
@@ -245,15 +246,21 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		}
 		return def
 	}
+	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+host)
+	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+host)
+	var batcherInstance, submitterInstance string
+	if r.StaticMembership {
+		batcherInstance, submitterInstance = batcherTxnID, submitterTxnID
+	}
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
 		batcher: pipeline.BatcherConfig{
-			Group: r.BatcherGroup, TransactionalID: orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+host),
+			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
 			MaxRecordBytes: r.MaxRecordBytes, DedupHorizon: r.DedupHorizon, Accounts: batcherAccounts,
 		},
 		submitter: pipeline.SubmitterConfig{
-			Group: r.SubmitterGroup, TransactionalID: orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+host),
+			Group: r.SubmitterGroup, TransactionalID: submitterTxnID, InstanceID: submitterInstance,
 			CheckBalance: r.CheckBalance, PrecalculateFees: r.PrecalculateFees, MaxFee: r.maxFee,
 			DeferDelay: r.DeferDelay, MaxDeferDelay: r.MaxDeferDelay, RetryDelay: r.RetryDelay,
 		},
