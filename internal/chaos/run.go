@@ -86,7 +86,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			return Report{}, err
 		}
 		cfg.LogDir = dir
+	} else if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return Report{}, err
 	}
+	cfg.Log.Info("process logs", "dir", cfg.LogDir)
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
