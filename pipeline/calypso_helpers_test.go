@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/calypso/sandbox"
@@ -35,18 +36,25 @@ func newCalypso(t testing.TB, accounts []string, currencies []string, balance st
 	srv := httptest.NewServer(sb)
 	t.Cleanup(func() { srv.Close(); sb.Close() })
 
-	w := &calypsoWorld{sb: sb, url: srv.URL, accounts: pipeline.Accounts{}}
+	w := &calypsoWorld{sb: sb, url: srv.URL}
+	w.connect(t, accounts, 0)
+	return w
+}
+
+// connect makes a client per account; timeout bounds each attempt (0: the default).
+func (w *calypsoWorld) connect(t testing.TB, accounts []string, timeout time.Duration) {
+	t.Helper()
+	w.accounts = pipeline.Accounts{}
 	for _, a := range accounts {
 		cl, err := calypso.NewClient(calypso.Config{
-			BaseURL: srv.URL, Account: a, APIKey: "key-" + a, APISecret: calypso.Secret("secret-" + a),
-			RateLimit: -1, Retry: calypso.RetryPolicy{BaseDelay: 5e6, MaxDelay: 50e6}, // 5ms..50ms
+			BaseURL: w.url, Account: a, APIKey: "key-" + a, APISecret: calypso.Secret("secret-" + a), Timeout: timeout,
+			RateLimit: -1, Retry: calypso.RetryPolicy{BaseDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.accounts[a] = cl
 	}
-	return w
 }
 
 // payoutsByIntent maps every intent id the sandbox was asked to pay (row

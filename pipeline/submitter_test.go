@@ -209,6 +209,8 @@ func TestCalypsoFaultsAreRetriedAndPaidOnce(t *testing.T) {
 	w := newCalypso(t, []string{"acct"}, []string{"BTC"}, "1000", func(c *sandbox.Config) {
 		c.Faults = sandbox.Faults{Seed: 7, API5xx: 0.15, API429: 0.15, ConnReset: 0.1, LostResponse: 0.1, SlowResponse: 0.05, SlowDelay: 300 * time.Millisecond}
 	})
+	// Slow answers outlast a 150ms attempt: the client times out and tries again.
+	w.connect(t, []string{"acct"}, 150*time.Millisecond)
 	batchLog := e.follow(e.topics.Batches)
 	outLog := e.follow(e.topics.Outcomes)
 	runComponent(t, newBatcher(t, e, nil).Run)
