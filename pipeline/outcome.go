@@ -3,7 +3,9 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
@@ -65,6 +67,9 @@ func outcomeEvents(w *calypso.Webhook) ([]events.Event, error) {
 		return nil, fmt.Errorf("%w: %s %s has unknown state %q", ErrUnmappedWebhook, w.EventType, w.ID, state)
 	}
 	st.State, st.Terminal = string(state), state.Terminal()
+	if err := checkContract(st, p.Currency); err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnmappedWebhook, w.EventType, w.ID, err)
+	}
 
 	switch w.EventType {
 	case calypso.EventPayoutChangeStatus:
@@ -92,4 +97,23 @@ func webhookTime(w *calypso.Webhook) time.Time {
 		return w.CreatedDate.UTC()
 	}
 	return w.Payout.CreatedDate.UTC()
+}
+
+var currencyPattern = regexp.MustCompile(`^[A-Z0-9]+(_[A-Z0-9]+)*$`)
+
+// checkContract refuses the values from the webhook that the outcome
+// schemas would refuse (the rest is built by this package), so every event
+// OutcomeEvents returns is valid by construction, and the ingress need not
+// run a schema validator per request. FuzzOutcomeEvents holds it to that.
+func checkContract(st events.PayoutStatus, currency string) error {
+	if n := utf8.RuneCountInString(st.PayoutID); n > 256 {
+		return fmt.Errorf("payout id of %d characters", n)
+	}
+	if currency != "" && (len(currency) > 32 || !currencyPattern.MatchString(currency)) {
+		return fmt.Errorf("currency %q is not a currency code", currency)
+	}
+	if y := st.OccurredAt.Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("createdDate in year %d", y)
+	}
+	return nil
 }

@@ -1,0 +1,154 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/payoutd/payoutd/calypso"
+	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/internal/kafkatest"
+	"github.com/payoutd/payoutd/pipeline"
+)
+
+// BenchmarkIngress measures signed webhooks per second and their latency
+// through HTTP on loopback into Kafka (acks=all), against two ceilings in
+// the same run on the same broker: (a) the same records produced straight
+// with franz-go, and (b) a bare HTTP handler that only produces the body.
+// Each path gets the same load: n webhooks from `senders` concurrent callers.
+func BenchmarkIngress(b *testing.B) {
+	const n, senders = 20_000, 64
+	c := kafkatest.Start(b)
+	bodies := benchBodies(1000)
+	for b.Loop() {
+		raw := c.CreateTopic(b, "calypso.webhooks.raw", 3, nil)
+		outcomes := c.CreateTopic(b, "payouts.outcomes", 3, nil)
+
+		// The ingress, behind a real HTTP server.
+		in, err := pipeline.NewIngress(pipeline.IngressConfig{
+			Topics: events.Topics{WebhooksRaw: raw, Outcomes: outcomes}, Keys: calypso.WebhookKeys{whPubKey: whSecret},
+			TransactionalID: raw + ".ingress", Logger: slog.New(slog.DiscardHandler),
+		}, kgo.SeedBrokers(c.Seeds...))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = in.Run(ctx) })
+		ingress := measureHTTP(b, in, n, senders, bodies, true)
+		cancel()
+		wg.Wait()
+
+		// (b) A bare handler: read the body, produce it, answer 200.
+		cl := c.Client(b, kgo.ProducerLinger(0))
+		bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if err := cl.ProduceSync(r.Context(), &kgo.Record{Topic: raw, Value: body}).FirstErr(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+		})
+		handler := measureHTTP(b, bare, n, senders, bodies, false)
+
+		// (a) The ingress's two records per webhook, straight with franz-go.
+		pairs := make([][2]*kgo.Record, len(bodies))
+		for i, body := range bodies {
+			evs, err := pipeline.OutcomeEvents(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			typed, err := events.NewRecord(outcomes, pipeline.SourceIngress, evs[0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			pairs[i] = [2]*kgo.Record{{Topic: raw, Key: typed.Key, Value: body}, typed}
+		}
+		direct := measure(n, senders, func(i int) bool {
+			p := pairs[i%len(pairs)]
+			r1, r2 := *p[0], *p[1] // a record may be produced once
+			return cl.ProduceSync(context.Background(), &r1, &r2).FirstErr() == nil
+		})
+
+		b.ReportMetric(ingress.rate, "webhooks/s")
+		b.ReportMetric(ingress.p50.Seconds()*1000, "p50-ms")
+		b.ReportMetric(ingress.p99.Seconds()*1000, "p99-ms")
+		b.ReportMetric(handler.rate, "bare-handler/s")
+		b.ReportMetric(handler.p99.Seconds()*1000, "bare-p99-ms")
+		b.ReportMetric(direct.rate, "franz-go/s")
+		b.ReportMetric(ingress.rate/handler.rate, "ratio-bare")
+		b.ReportMetric(ingress.rate/direct.rate, "ratio-franz")
+	}
+}
+
+type load struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
+// measureHTTP serves h on loopback and POSTs n signed webhooks to it.
+func measureHTTP(b *testing.B, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) load {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	url := "http://" + l.Addr().String() + pipeline.WebhookPath
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+	signs := make([]string, len(bodies))
+	for i, body := range bodies {
+		signs[i] = calypso.SignBody(whSecret, body)
+	}
+	return measure(n, senders, func(i int) bool {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+		req.Header.Set(calypso.HeaderKey, whPubKey)
+		req.Header.Set(calypso.HeaderSign, signs[i%len(bodies)])
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK || !wantOK
+	})
+}
+
+// measure runs call(i) for i in [0,n) from senders goroutines and reports
+// the rate and latency percentiles; a failed call fails nothing but counts.
+func measure(n, senders int, call func(i int) bool) load {
+	lat := make([]time.Duration, n)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range senders {
+		wg.Go(func() {
+			for i := range next {
+				t := time.Now()
+				if !call(i) {
+					lat[i] = time.Hour // a failure shows in p99 instead of hiding
+					continue
+				}
+				lat[i] = time.Since(t)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100]}
+}
