@@ -30,6 +30,7 @@ type Client struct {
 	sleep   func(context.Context, time.Duration) error
 	jitter  func(time.Duration) time.Duration
 	limiter *limiter
+	observe Observer
 	// skew is the server clock minus ours, learned from the Date header of
 	// an 011 answer, so that a re-stamped retry lands inside the ±3 min
 	// window even when the local clock is off.
@@ -60,6 +61,34 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 // the actual wait (default: uniform in [d/2, d]).
 func WithJitter(jitter func(d time.Duration) time.Duration) Option {
 	return func(c *Client) { c.jitter = jitter }
+}
+
+// Observer is told the outcome and duration of every attempt, for metrics:
+// outcome is "ok", Calypso's error code ("016"), "http_<status>" for an
+// error answer without a code, "transport" or "malformed". Bounded values
+// only, so it can label a metric.
+type Observer func(op, outcome string, took time.Duration)
+
+// WithObserver sets the attempt observer (default: none).
+func WithObserver(o Observer) Option { return func(c *Client) { c.observe = o } }
+
+// outcome classifies an attempt's result for an Observer.
+func outcome(err error) string {
+	var api *APIError
+	var tr *TransportError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &api) && api.Code != "":
+		return api.Code
+	case errors.As(err, &api):
+		return "http_" + strconv.Itoa(api.HTTPStatus)
+	case errors.As(err, &tr):
+		return "transport"
+	case errors.Is(err, ErrMalformedResponse):
+		return "malformed"
+	}
+	return "other"
 }
 
 // NewClient validates cfg, applies defaults and returns a client.
@@ -135,7 +164,11 @@ func (c *Client) call(ctx context.Context, op, path string, withAccount bool, pa
 		if err := c.limiter.wait(ctx); err != nil {
 			return c.gaveUp(op, attempt-1, err, last)
 		}
+		start := time.Now()
 		err := c.attempt(ctx, op, path, withAccount, raw, out)
+		if c.observe != nil {
+			c.observe(op, outcome(err), time.Since(start))
+		}
 		if err == nil {
 			return nil
 		}

@@ -507,3 +507,32 @@ func TestConcurrentCreatesOneKey(t *testing.T) {
 		t.Fatalf("balance %s, want %s", got, want)
 	}
 }
+
+func TestObserverSeesEveryAttempt(t *testing.T) {
+	type seen struct{ op, outcome string }
+	var (
+		mu  sync.Mutex
+		got []seen
+	)
+	e := newEnv(t, nil, nil, calypso.WithObserver(func(op, outcome string, took time.Duration) {
+		if took <= 0 {
+			t.Errorf("attempt of %s took %v", op, took)
+		}
+		mu.Lock()
+		got = append(got, seen{op, outcome})
+		mu.Unlock()
+	}))
+	e.sb.InjectFault(calypso.PathAccount, sandbox.Fault5xx)
+	if _, err := e.client.Account(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.MassPayout(context.Background(), "no-such-payout"); err == nil {
+		t.Fatal("lookup of a missing payout succeeded")
+	}
+	want := []seen{{calypso.OpAccount, "000"}, {calypso.OpAccount, "ok"}, {calypso.OpGetMassPayout, "004"}}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+}
