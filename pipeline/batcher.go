@@ -90,11 +90,12 @@ func (c *BatcherConfig) setDefaults() {
 
 // BatcherStats counts what a Batcher did; safe to read while it runs.
 type BatcherStats struct {
-	Requests    atomic.Int64 // records consumed and committed
-	Intents     atomic.Int64 // intents batched
-	Batches     atomic.Int64
-	DLQ         atomic.Int64
-	Duplicates  atomic.Int64 // part of DLQ
+	Requests atomic.Int64 // records consumed and committed
+	Intents  atomic.Int64 // intents batched
+	Batches  atomic.Int64
+	DLQ      atomic.Int64
+	// DLQBy counts DLQ records per reason (every Reasons() key is present).
+	DLQBy       map[Reason]*atomic.Int64
 	Commits     atomic.Int64
 	Aborts      atomic.Int64
 	IndexSize   atomic.Int64
@@ -132,13 +133,18 @@ func NewBatcher(cfg BatcherConfig, kafka ...kgo.Opt) (*Batcher, error) {
 	for _, a := range cfg.Accounts {
 		accounts[a] = true
 	}
-	return &Batcher{
+	b := &Batcher{
 		cfg:   cfg,
 		kafka: kafka,
 		rules: intentRules{schemas: set, currencies: cfg.Currencies, accounts: accounts, maxRecordBytes: cfg.MaxRecordBytes},
 		index: newDedupIndex(cfg.DedupHorizon),
 		log:   cfg.Logger.With("component", "batcher"),
-	}, nil
+	}
+	b.Stats.DLQBy = make(map[Reason]*atomic.Int64)
+	for _, r := range Reasons() {
+		b.Stats.DLQBy[r] = new(atomic.Int64)
+	}
+	return b, nil
 }
 
 // Run consumes until ctx is done, then closes the open window and returns
@@ -281,8 +287,8 @@ func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w 
 	b.Stats.Batches.Add(int64(len(batches)))
 	b.Stats.DLQ.Add(int64(len(w.dlq)))
 	for _, r := range w.dlq {
-		if headerValue(r, HeaderDLQReason) == string(ReasonDuplicate) {
-			b.Stats.Duplicates.Add(1)
+		if n, ok := b.Stats.DLQBy[Reason(headerValue(r, HeaderDLQReason))]; ok {
+			n.Add(1)
 		}
 	}
 	b.Stats.IndexSize.Store(int64(b.index.len()))

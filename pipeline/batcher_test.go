@@ -293,3 +293,24 @@ func TestBatcherShutdownClosesTheOpenWindow(t *testing.T) {
 	recs := out.waitFor(t, time.Minute, "the open window written at shutdown", func(r []*kgo.Record) bool { return itemCount(batches(t, r)) >= 10 })
 	checkBatches(t, batches(t, recs), map[string]int{"TRX": 100})
 }
+
+func TestBatcherCountsDLQByReason(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	dlq := e.follow(e.topics.DLQ)
+	b := newBatcher(t, e, nil)
+	runComponent(t, b.Run)
+	p := intent("by-reason-1", "acct", "BTC", "0.1", "bc1")
+	e.produce(p, p)
+	e.produceRaw(&kgo.Record{Key: []byte("x"), Value: []byte("not json")})
+	dlq.waitFor(t, time.Minute, "two DLQ records", func(r []*kgo.Record) bool { return len(r) >= 2 })
+	deadline := time.Now().Add(time.Minute)
+	for b.Stats.DLQ.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // the counters follow the commit the reader saw
+	}
+	for reason, want := range map[pipeline.Reason]int64{pipeline.ReasonDuplicate: 1, pipeline.ReasonMalformed: 1, pipeline.ReasonSchema: 0} {
+		if got := b.Stats.DLQBy[reason].Load(); got != want {
+			t.Errorf("DLQ %s: %d, want %d", reason, got, want)
+		}
+	}
+}

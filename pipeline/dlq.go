@@ -32,6 +32,12 @@ const (
 	ReasonDuplicate       Reason = "duplicate" // intent id already batched within the dedup horizon
 )
 
+// Reasons lists every reason, for counters per reason.
+func Reasons() []Reason {
+	return []Reason{ReasonOversized, ReasonMalformed, ReasonSchema, ReasonKeyMismatch,
+		ReasonUnknownCurrency, ReasonUnknownAccount, ReasonPrecision, ReasonDuplicate}
+}
+
 // Rejection is a request that cannot be paid, and why.
 type Rejection struct {
 	Reason Reason

@@ -143,7 +143,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 		sbCfg.Accounts[a.id] = sandbox.Account{Name: a.id, APIKey: key, APISecret: secret, Balances: bal}
 		cl, err := calypso.NewClient(calypso.Config{BaseURL: sbURL, Account: a.id, APIKey: key, APISecret: secret, RateLimit: -1,
 			Retry: calypso.RetryPolicy{BaseDelay: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond}},
-			calypso.WithLogger(log.With("component", "calypso", "account", a.id)))
+			calypso.WithLogger(log.With("component", "calypso", "account", a.id)), calypso.WithObserver(m.observeCalypso))
 		if err != nil {
 			sbLn.Close()
 			return err

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/payoutd/payoutd/pipeline"
+
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/payoutd/payoutd/calypso"
@@ -106,7 +108,7 @@ func (t *devTally) line(st *stack, elapsed time.Duration) string {
 	b, s := &st.batcher.Stats, &st.submitter.Stats
 	return fmt.Sprintf("[%5.1fs] sent %d (+%d invalid, +%d duplicate) │ batcher in %d, dlq %d (%d dup), batches %d │ payouts submitted %d, rejected %d, deferred %d │ states %s │ intents settled %d, failed %d (%d/%d terminal)",
 		elapsed.Seconds(), len(t.valid), t.invalid, t.duplicates,
-		b.Requests.Load(), b.DLQ.Load(), b.Duplicates.Load(), b.Batches.Load(),
+		b.Requests.Load(), b.DLQ.Load(), b.DLQBy[pipeline.ReasonDuplicate].Load(), b.Batches.Load(),
 		s.Submitted.Load(), s.Rejected.Load(), s.Deferred.Load(),
 		t.statesLine(), len(t.settled), len(t.failed), resolved, of)
 }
@@ -124,7 +126,7 @@ func (t *devTally) final(st *stack, elapsed time.Duration, forever bool) string 
 	fmt.Fprintf(&b, "\npayoutd dev: %s in %.1fs (%d settled, %d failed)\n", verdict, elapsed.Seconds(), len(t.settled), len(t.failed))
 	bs, ss, is, ts := &st.batcher.Stats, &st.submitter.Stats, &st.ingress.Stats, &st.tracker.Stats
 	fmt.Fprintf(&b, "  intents:   %d valid sent, plus %d invalid and %d duplicates → DLQ %d (%d duplicates)\n",
-		len(t.valid), t.invalid, t.duplicates, bs.DLQ.Load(), bs.Duplicates.Load())
+		len(t.valid), t.invalid, t.duplicates, bs.DLQ.Load(), bs.DLQBy[pipeline.ReasonDuplicate].Load())
 	fmt.Fprintf(&b, "  batcher:   %d requests in, %d batches planned in %d transactions (%d aborted)\n",
 		bs.Requests.Load(), bs.Batches.Load(), bs.Commits.Load(), bs.Aborts.Load())
 	fmt.Fprintf(&b, "  submitter: %d payouts submitted (%d recovered by idempotency key), %d rejected, %d deferred\n",

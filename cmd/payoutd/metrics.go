@@ -17,13 +17,25 @@ import (
 // from the components' own Stats at scrape time (CounterFunc/GaugeFunc), so
 // the pipeline stays free of Prometheus and the numbers cannot drift apart.
 type metrics struct {
-	reg *prometheus.Registry
+	reg          *prometheus.Registry
+	calypsoCalls *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &metrics{reg: reg}
+	calls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "payoutd", Name: "calypso_call_duration_seconds",
+		Help:    "Calypso API attempts by operation and outcome (ok, Calypso's error code, http_<status>, transport, malformed).",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"op", "outcome"})
+	reg.MustRegister(calls)
+	return &metrics{reg: reg, calypsoCalls: calls}
+}
+
+// observeCalypso is the Calypso clients' attempt observer.
+func (m *metrics) observeCalypso(op, outcome string, took time.Duration) {
+	m.calypsoCalls.WithLabelValues(op, outcome).Observe(took.Seconds())
 }
 
 func (m *metrics) counter(name, help string, labels prometheus.Labels, v *atomic.Int64) {
@@ -47,10 +59,11 @@ func (m *metrics) batcher(b *pipeline.Batcher) {
 	m.counter("batcher_requests_total", "Requests consumed and committed by the batcher.", nil, &s.Requests)
 	m.counter("batcher_intents_total", "Intents put into planned batches.", nil, &s.Intents)
 	m.counter("batcher_batches_total", "Batches planned.", nil, &s.Batches)
-	// DLQ by reason: the batcher counts duplicates apart; the other reasons
-	// are in the DLQ records' payoutd-dlq-reason header.
 	m.counter("batcher_dlq_total", "Requests sent to the DLQ, duplicates included.", nil, &s.DLQ)
-	m.counter("batcher_dlq_duplicates_total", "Requests sent to the DLQ because the intent was already batched.", nil, &s.Duplicates)
+	for reason, n := range s.DLQBy {
+		m.counter("batcher_dlq_by_reason_total", "Requests sent to the DLQ, by reason (duplicate: the intent was already batched).",
+			prometheus.Labels{"reason": string(reason)}, n)
+	}
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("batcher", "commit"), &s.Commits)
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("batcher", "abort"), &s.Aborts)
 	m.gauge("batcher_window_records", "Records in the batcher's open window.", nil, &s.Buffered)

@@ -229,7 +229,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		cl, err := calypso.NewClient(calypso.Config{
 			BaseURL: r.CalypsoURL, Account: a.ID, APIKey: a.Key, APISecret: a.Secret,
 			Timeout: r.CalypsoTimeout, RateLimit: r.CalypsoRateLimit, Retry: calypso.RetryPolicy{MaxAttempts: r.CalypsoMaxAttempts},
-		}, calypso.WithLogger(log.With("component", "calypso", "account", a.ID)))
+		}, calypso.WithLogger(log.With("component", "calypso", "account", a.ID)), calypso.WithObserver(m.observeCalypso))
 		if err != nil {
 			return fmt.Errorf("calypso account %s: %w", a.ID, err)
 		}
