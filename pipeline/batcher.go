@@ -158,8 +158,9 @@ func (b *Batcher) session(ctx context.Context) error {
 		kgo.ConsumerGroup(b.cfg.Group),
 		kgo.ConsumeTopics(b.cfg.Topics.Requests),
 		kgo.TransactionalID(b.cfg.TransactionalID),
+		// read_committed; franz-go always asks for stable offsets (KIP-447),
+		// so a new owner waits for the previous owner's transaction to end.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { b.assigned.Store(true) }),
 	)
 	if b.cfg.InstanceID != "" {

@@ -131,8 +131,9 @@ func (s *Submitter) session(ctx context.Context) error {
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.cfg.Topics.Batches),
 		kgo.TransactionalID(s.cfg.TransactionalID),
+		// read_committed; franz-go always asks for stable offsets (KIP-447),
+		// so a new owner waits for the previous owner's transaction to end.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 	)
 	if s.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(s.cfg.InstanceID))

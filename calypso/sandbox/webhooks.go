@@ -132,7 +132,7 @@ func (s *Sandbox) deliverLoop() {
 		}
 		var wait time.Duration
 		if next != nil {
-			wait = next.due.Sub(time.Now())
+			wait = time.Until(next.due)
 			if wait <= 0 {
 				s.outbox = append(s.outbox[:idx], s.outbox[idx+1:]...)
 			}
