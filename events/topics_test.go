@@ -13,15 +13,6 @@ import (
 	"github.com/payoutd/payoutd/internal/kafkatest"
 )
 
-func uniqueTopics(t *testing.T) events.Topics {
-	d := events.DefaultTopics()
-	return events.Topics{
-		Requests: kafkatest.Name(t, d.Requests), DLQ: kafkatest.Name(t, d.DLQ),
-		Batches: kafkatest.Name(t, d.Batches), Intents: kafkatest.Name(t, d.Intents),
-		Outcomes: kafkatest.Name(t, d.Outcomes), WebhooksRaw: kafkatest.Name(t, d.WebhooksRaw),
-	}
-}
-
 func deleteTopics(t *testing.T, adm *kadm.Client, topics events.Topics) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -36,7 +27,7 @@ func TestEnsureTopicsCreatesMissingAndReportsDrift(t *testing.T) {
 	adm := cluster.Admin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topics := uniqueTopics(t)
+	topics := kafkatest.Topics(t)
 	deleteTopics(t, adm, topics)
 
 	rep, err := topics.Ensure(ctx, adm, 0, 2, 1)
@@ -83,7 +74,7 @@ func TestEnsureTopicsReportsIntentsNotCoPartitioned(t *testing.T) {
 	adm := cluster.Admin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topics := uniqueTopics(t)
+	topics := kafkatest.Topics(t)
 	deleteTopics(t, adm, topics)
 
 	if _, err := adm.CreateTopic(ctx, 3, 1, nil, topics.Requests); err != nil {

@@ -28,12 +28,7 @@ type env struct {
 func newEnv(t testing.TB, partitions int32) *env {
 	t.Helper()
 	c := kafkatest.Start(t)
-	d := events.DefaultTopics()
-	topics := events.Topics{
-		Requests: kafkatest.Name(t, d.Requests), DLQ: kafkatest.Name(t, d.DLQ),
-		Batches: kafkatest.Name(t, d.Batches), Intents: kafkatest.Name(t, d.Intents),
-		Outcomes: kafkatest.Name(t, d.Outcomes), WebhooksRaw: kafkatest.Name(t, d.WebhooksRaw),
-	}
+	topics := kafkatest.Topics(t)
 	adm := c.Admin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

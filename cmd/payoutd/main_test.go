@@ -158,11 +158,7 @@ type testTopics struct {
 
 func newTestTopics(t *testing.T) testTopics {
 	t.Helper()
-	d := events.DefaultTopics()
-	return testTopics{events.Topics{
-		Requests: kafkatest.Name(t, d.Requests), DLQ: kafkatest.Name(t, d.DLQ), Batches: kafkatest.Name(t, d.Batches),
-		Intents: kafkatest.Name(t, d.Intents), Outcomes: kafkatest.Name(t, d.Outcomes), WebhooksRaw: kafkatest.Name(t, d.WebhooksRaw),
-	}}
+	return testTopics{kafkatest.Topics(t)}
 }
 
 func (tt testTopics) flags() []string {

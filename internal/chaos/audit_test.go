@@ -12,7 +12,6 @@ import (
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/calypso/sandbox"
-	"github.com/payoutd/payoutd/events"
 	"github.com/payoutd/payoutd/internal/kafkatest"
 )
 
@@ -21,9 +20,7 @@ import (
 // record missing from the DLQ.
 func TestAuditFindsViolations(t *testing.T) {
 	c := kafkatest.Start(t)
-	d := events.DefaultTopics()
-	topics := events.Topics{Requests: kafkatest.Name(t, d.Requests), DLQ: kafkatest.Name(t, d.DLQ), Batches: kafkatest.Name(t, d.Batches),
-		Intents: kafkatest.Name(t, d.Intents), Outcomes: kafkatest.Name(t, d.Outcomes), WebhooksRaw: kafkatest.Name(t, d.WebhooksRaw)}
+	topics := kafkatest.Topics(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := topics.Ensure(ctx, kadm.NewClient(c.Client(t)), 0, 1, 1); err != nil {

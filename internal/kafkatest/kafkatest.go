@@ -31,6 +31,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/payoutd/payoutd/events"
 )
 
 // Image is the Apache Kafka image used by testcontainers and docker-compose.
@@ -204,4 +206,16 @@ func Name(t testing.TB, base string) string {
 		test = test[:120]
 	}
 	return fmt.Sprintf("%s.%s.%s", base, test, hex.EncodeToString(b[:]))
+}
+
+// Topics returns payoutd's topic set with every name made unique by Name.
+// It creates nothing: tests create them with events.Topics.Ensure, the way
+// payoutd does.
+func Topics(t testing.TB) events.Topics {
+	t.Helper()
+	d := events.DefaultTopics()
+	return events.Topics{
+		Requests: Name(t, d.Requests), DLQ: Name(t, d.DLQ), Batches: Name(t, d.Batches),
+		Intents: Name(t, d.Intents), Outcomes: Name(t, d.Outcomes), WebhooksRaw: Name(t, d.WebhooksRaw),
+	}
 }
