@@ -57,7 +57,9 @@ func newWebhookWorld(t *testing.T, o worldOptions) *webhookWorld {
 
 	icfg := pipeline.IngressConfig{
 		Topics: e.topics, Keys: calypso.WebhookKeys{whPubKey: whSecret, "wh-pub-old": "wh-secret-old"},
-		AckTimeout: 2 * time.Second, TransactionalID: e.topics.WebhooksRaw + ".ingress", Logger: testLogger(t),
+		// Generous: on a loaded broker a commit can take seconds, and these
+		// tests are not about timing (the Kafka-down test sets its own).
+		AckTimeout: 15 * time.Second, TransactionalID: e.topics.WebhooksRaw + ".ingress", Logger: testLogger(t),
 	}
 	if o.ingress != nil {
 		o.ingress(&icfg)
