@@ -55,6 +55,7 @@ func TestEnsureTopicsCreatesMissingAndReportsDrift(t *testing.T) {
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: &short}}, topics.Outcomes); err != nil {
 		t.Fatal(err)
 	}
+	cluster.WaitTopicConfig(t, topics.Outcomes, "retention.ms", short)
 	rep, err = topics.Ensure(ctx, adm, 0, 2, 1)
 	if err != nil {
 		t.Fatal(err)

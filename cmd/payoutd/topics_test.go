@@ -29,6 +29,7 @@ func TestTopicsCreatesThenReportsDrift(t *testing.T) {
 	if _, err := c.Admin(t).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: &short}}, tt.Outcomes); err != nil {
 		t.Fatal(err)
 	}
+	c.WaitTopicConfig(t, tt.Outcomes, "retention.ms", short)
 	r = payoutd(t, 60*time.Second, nil, args...)
 	if r.code != exitFailed || strings.Count(r.stdout, "exists") != 6 ||
 		!strings.Contains(r.stdout, "drift    "+tt.Outcomes+": retention.ms is \"3600000\"") {

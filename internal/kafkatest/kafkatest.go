@@ -219,3 +219,34 @@ func Topics(t testing.TB) events.Topics {
 		Intents: Name(t, d.Intents), Outcomes: Name(t, d.Outcomes), WebhooksRaw: Name(t, d.WebhooksRaw),
 	}
 }
+
+// WaitTopicConfig waits until the broker reports value for a topic config. A
+// KRaft broker applies an altered config asynchronously, so a test that
+// alters one and then checks what payoutd reads must wait for it first.
+func (c *Cluster) WaitTopicConfig(t testing.TB, topic, key, value string) {
+	t.Helper()
+	adm := c.Admin(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rc, err := adm.DescribeTopicConfigs(ctx, topic)
+		cancel()
+		got := ""
+		if err == nil {
+			if cfg, err := rc.On(topic, nil); err == nil {
+				for _, kv := range cfg.Configs {
+					if kv.Key == key {
+						got = kv.MaybeValue()
+					}
+				}
+			}
+		}
+		if got == value {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest: %s %s is %q after 30s, want %q (err %v)", topic, key, got, value, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+}
