@@ -148,3 +148,18 @@ func TestSchemaName(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusOfEveryStatusEvent(t *testing.T) {
+	status := map[events.Type]bool{events.TypePayoutStatusChanged: true, events.TypePayoutConfirmed: true,
+		events.TypePayoutHashReceived: true, events.TypePayoutValidationError: true}
+	for _, typ := range events.Types() {
+		e := sample(t, typ)
+		st, ok := events.StatusOf(e)
+		if ok != status[typ] {
+			t.Errorf("%s: StatusOf ok=%v", typ, ok)
+		}
+		if ok && (st.PayoutID == "" || st.State == "") {
+			t.Errorf("%s: status %+v", typ, st)
+		}
+	}
+}

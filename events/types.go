@@ -230,6 +230,26 @@ type PayoutStatus struct {
 	OccurredAt     time.Time `json:"occurredAt"`
 }
 
+// Status returns the status itself; every status event embeds it, so every
+// status event has this method.
+func (s PayoutStatus) Status() PayoutStatus { return s }
+
+// StatusEvent is a Calypso status event: PayoutStatusChanged,
+// PayoutConfirmed, PayoutHashReceived or PayoutValidationError.
+type StatusEvent interface {
+	Event
+	Status() PayoutStatus
+}
+
+// StatusOf returns the payout status e carries, if e is a status event.
+func StatusOf(e Event) (PayoutStatus, bool) {
+	se, ok := e.(StatusEvent)
+	if !ok {
+		return PayoutStatus{}, false
+	}
+	return se.Status(), true
+}
+
 // PayoutStatusChanged is Calypso's PAYOUT_CHANGE_STATUS.
 //
 // Its id depends on the payout and the state only, so a webhook redelivered,

@@ -154,7 +154,7 @@ func TestIngressEveryEventTypeEndToEnd(t *testing.T) {
 		var last calypso.State
 		ids := map[string]bool{} // as a ledger does: a redelivery repeats a ce_id
 		for _, d := range outs {
-			st, ok := payoutStatus(d.ev)
+			st, ok := events.StatusOf(d.ev)
 			if !ok || st.PayoutID != r.payout || ids[d.meta.ID] {
 				continue
 			}
@@ -376,7 +376,7 @@ func TestIngressKafkaDown(t *testing.T) {
 	}))
 	typedByEvent := map[string]bool{}
 	for _, d := range outs {
-		if st, ok := payoutStatus(d.ev); ok {
+		if st, ok := events.StatusOf(d.ev); ok {
 			typedByEvent[st.WebhookEventID] = true
 		}
 	}

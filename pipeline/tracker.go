@@ -344,7 +344,7 @@ func (s *trackerSession) apply(r *kgo.Record, at time.Time) string {
 	case events.IntentFailed:
 		s.resolved(e.BatchID)
 	default:
-		st, ok := payoutStatusOf(e)
+		st, ok := events.StatusOf(e)
 		if !ok || st.PayoutID == "" {
 			return ""
 		}
@@ -364,20 +364,6 @@ func (s *trackerSession) apply(r *kgo.Record, at time.Time) string {
 		return p.id
 	}
 	return ""
-}
-
-func payoutStatusOf(e events.Event) (events.PayoutStatus, bool) {
-	switch e := e.(type) {
-	case events.PayoutStatusChanged:
-		return e.PayoutStatus, true
-	case events.PayoutConfirmed:
-		return e.PayoutStatus, true
-	case events.PayoutHashReceived:
-		return e.PayoutStatus, true
-	case events.PayoutValidationError:
-		return e.PayoutStatus, true
-	}
-	return events.PayoutStatus{}, false
 }
 
 func (s *trackerSession) batch(id string) *trackedBatch {

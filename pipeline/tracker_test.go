@@ -20,7 +20,7 @@ import (
 func payoutTerminals(ds []decoded) (ids map[string]map[string]bool, states map[string]calypso.State, polled map[string]bool) {
 	ids, states, polled = map[string]map[string]bool{}, map[string]calypso.State{}, map[string]bool{}
 	for _, d := range ds {
-		st, ok := payoutStatus(d.ev)
+		st, ok := events.StatusOf(d.ev)
 		if !ok || !st.Terminal {
 			continue
 		}

@@ -193,21 +193,6 @@ func mustSchemas(t testing.TB) *schemas.Set {
 	return s
 }
 
-// payoutStatus returns the status part of a payout status event.
-func payoutStatus(e events.Event) (events.PayoutStatus, bool) {
-	switch e := e.(type) {
-	case events.PayoutStatusChanged:
-		return e.PayoutStatus, true
-	case events.PayoutConfirmed:
-		return e.PayoutStatus, true
-	case events.PayoutHashReceived:
-		return e.PayoutStatus, true
-	case events.PayoutValidationError:
-		return e.PayoutStatus, true
-	}
-	return events.PayoutStatus{}, false
-}
-
 // intentOutcomes returns, per intent, the distinct ce_ids of its
 // IntentSettled/IntentFailed events, and the last event of each.
 func intentOutcomes(ds []decoded) (map[string]map[string]bool, map[string]events.Event) {
