@@ -183,31 +183,22 @@ func readIntents(ctx context.Context, base []kgo.Opt, topic string, idx *dedupIn
 func stableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		stable, err := stableOffsets(ctx, adm, topic)
 		if err != nil {
-			return nil, fmt.Errorf("listing stable offsets of %s: %w", topic, err)
+			return nil, err
 		}
 		high, err := adm.ListEndOffsets(ctx, topic)
 		if err != nil {
 			return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
 		}
-		ends := make(map[int32]int64)
 		settled := true
-		var perr error
-		stable.Each(func(o kadm.ListedOffset) {
-			if o.Err != nil && perr == nil {
-				perr = fmt.Errorf("%s[%d]: %w", o.Topic, o.Partition, o.Err)
-			}
-			ends[o.Partition] = o.Offset
-			if h, ok := high.Lookup(o.Topic, o.Partition); ok && h.Offset > o.Offset {
+		for p, o := range stable[topic] {
+			if h, ok := high.Lookup(topic, p); ok && h.Offset > o {
 				settled = false
 			}
-		})
-		if perr != nil {
-			return nil, perr
 		}
 		if settled || time.Now().After(deadline) {
-			return ends, nil
+			return stable[topic], nil
 		}
 		select {
 		case <-ctx.Done():
@@ -215,4 +206,25 @@ func stableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// stableOffsets returns each partition's last stable offset: the end of
+// what a read_committed reader can see now.
+func stableOffsets(ctx context.Context, adm *kadm.Client, topics ...string) (map[string]map[int32]int64, error) {
+	listed, err := adm.ListCommittedOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("listing stable offsets: %w", err)
+	}
+	out := map[string]map[int32]int64{}
+	var perr error
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil && perr == nil {
+			perr = fmt.Errorf("%s[%d]: %w", o.Topic, o.Partition, o.Err)
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]int64{}
+		}
+		out[o.Topic][o.Partition] = o.Offset
+	})
+	return out, perr
 }

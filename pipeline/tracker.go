@@ -693,24 +693,3 @@ func (s *trackerSession) write(ctx context.Context, recs []*kgo.Record) error {
 	}
 	return nil
 }
-
-// stableOffsets returns each partition's last stable offset: the end of
-// what a read_committed reader can see now.
-func stableOffsets(ctx context.Context, adm *kadm.Client, topics ...string) (map[string]map[int32]int64, error) {
-	listed, err := adm.ListCommittedOffsets(ctx, topics...)
-	if err != nil {
-		return nil, fmt.Errorf("listing stable offsets: %w", err)
-	}
-	out := map[string]map[int32]int64{}
-	var perr error
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil && perr == nil {
-			perr = fmt.Errorf("%s[%d]: %w", o.Topic, o.Partition, o.Err)
-		}
-		if out[o.Topic] == nil {
-			out[o.Topic] = map[int32]int64{}
-		}
-		out[o.Topic][o.Partition] = o.Offset
-	})
-	return out, perr
-}
