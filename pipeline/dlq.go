@@ -30,9 +30,12 @@ const (
 	ReasonUnknownAccount  Reason = "unknown_account"
 	ReasonPrecision       Reason = "precision" // more decimals than the currency has
 	ReasonDuplicate       Reason = "duplicate" // intent id already batched within the dedup horizon
+	// ReasonBadBatch is the submitter's: a batches-topic record it cannot
+	// read, or whose total is not its items' sum. Such a batch is never paid.
+	ReasonBadBatch Reason = "bad_batch"
 )
 
-// Reasons lists every reason, for counters per reason.
+// Reasons lists the reasons the batcher gives, for its counters per reason.
 func Reasons() []Reason {
 	return []Reason{ReasonOversized, ReasonMalformed, ReasonSchema, ReasonKeyMismatch,
 		ReasonUnknownCurrency, ReasonUnknownAccount, ReasonPrecision, ReasonDuplicate}

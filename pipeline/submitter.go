@@ -166,7 +166,7 @@ func (s *Submitter) session(ctx context.Context) error {
 			p, err := s.decode(r)
 			if err != nil {
 				s.log.Error("unreadable record on the batches topic; sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "error", err)
-				out = append(out, dlqRecord(s.cfg.Topics.DLQ, r, &Rejection{Reason: "bad_batch", Err: err.Error()}, s.cfg.Now()))
+				out = append(out, dlqRecord(s.cfg.Topics.DLQ, r, &Rejection{Reason: ReasonBadBatch, Err: err.Error()}, s.cfg.Now()))
 				continue
 			}
 			parked = append(parked, p)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/payoutd/payoutd/calypso/sandbox"
 	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/pipeline"
 )
 
 // Expect is what was sent: the intent ids that must be paid once, and the
@@ -141,7 +142,7 @@ func Audit(ctx context.Context, kafka []kgo.Opt, topics events.Topics, sb *sandb
 	inDLQ := map[string]bool{}
 	for _, r := range all[topics.DLQ] {
 		for _, h := range r.Headers {
-			if h.Key == "payoutd-dlq-reason" && string(h.Value) != "duplicate" {
+			if h.Key == pipeline.HeaderDLQReason && pipeline.Reason(h.Value) != pipeline.ReasonDuplicate {
 				inDLQ[string(r.Key)] = true
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/calypso/sandbox"
 	"github.com/payoutd/payoutd/internal/kafkatest"
+	"github.com/payoutd/payoutd/pipeline"
 )
 
 // The audit is the chaos run's verdict, so it must see a violation when
@@ -46,7 +47,7 @@ func TestAuditFindsViolations(t *testing.T) {
 	}
 	// An invalid record that did reach the DLQ.
 	dlq := &kgo.Record{Topic: topics.DLQ, Key: []byte("bad-1"), Value: []byte("{}"),
-		Headers: []kgo.RecordHeader{{Key: "payoutd-dlq-reason", Value: []byte("schema")}}}
+		Headers: []kgo.RecordHeader{{Key: pipeline.HeaderDLQReason, Value: []byte(pipeline.ReasonSchema)}}}
 	if err := c.Client(t).ProduceSync(ctx, dlq).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
