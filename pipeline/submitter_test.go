@@ -366,3 +366,45 @@ func TestRebalancesMidStreamPayOnce(t *testing.T) {
 	outLog.waitFor(t, 2*time.Minute, "every batch submitted", func(r []*kgo.Record) bool { return len(settledBatches(t, r)) >= len(bs) })
 	requirePaidOnce(t, w, bs, len(in))
 }
+
+// Invariant 5: a batch whose total is not its items' sum is never paid; it
+// goes to the DLQ, and the batches behind it are paid.
+func TestSubmitterNeverPaysABatchWhoseTotalIsWrong(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", nil)
+	outLog := e.follow(e.topics.Outcomes)
+	dlq := e.follow(e.topics.DLQ)
+	runComponent(t, newSubmitter(t, e, w, nil).Run)
+
+	batch := func(id string, total string) *kgo.Record {
+		b := events.BatchPlanned{BatchID: id, IdempotencyKey: id, Account: "acct", Currency: "TRX", PlannedAt: time.Now(),
+			Items: []events.BatchItem{
+				{IntentID: id + "-a", Address: "Ta", Amount: events.MustAmount("1"), Source: events.Offset{Topic: "t"}},
+				{IntentID: id + "-b", Address: "Tb", Amount: events.MustAmount("2"), Source: events.Offset{Topic: "t", Offset: 1}},
+			}, Total: events.MustAmount(total)}
+		r, err := events.NewRecord(e.topics.Batches, "test", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	const bad, good = "00000000-0000-4000-8000-0000000000ba", "00000000-0000-4000-8000-000000000090"
+	cl := e.cluster.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, batch(bad, "30"), batch(good, "3")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dead := dlq.waitFor(t, time.Minute, "the bad batch in the DLQ", func(r []*kgo.Record) bool { return len(r) >= 1 })
+	if reason := dlqReasons(dead)[bad]; reason != string(pipeline.ReasonBadBatch) {
+		t.Fatalf("DLQ reason %q", reason)
+	}
+	outLog.waitFor(t, time.Minute, "the good batch submitted", func(r []*kgo.Record) bool { return settledBatches(t, r)[good] })
+	if settledBatches(t, outLog.snapshot())[bad] {
+		t.Fatal("the bad batch has an outcome")
+	}
+	if _, ok := w.sb.PayoutByIdempotencyKey(bad); ok {
+		t.Fatal("the bad batch was paid")
+	}
+}
