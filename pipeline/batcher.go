@@ -49,6 +49,8 @@ type BatcherConfig struct {
 	// Accounts, when set, are the only accounts accepted.
 	Accounts []string
 	// Logger defaults to slog.Default().
+	// Health receives the component\'s readiness (part "batcher"); nil records nothing.
+	Health *Health
 	Logger *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
@@ -150,7 +152,7 @@ func NewBatcher(cfg BatcherConfig, kafka ...kgo.Opt) (*Batcher, error) {
 // Run consumes until ctx is done, then closes the open window and returns
 // nil. A session that fails (fenced, broker gone) is replaced by a new one.
 func (b *Batcher) Run(ctx context.Context) error {
-	return runSessions(ctx, b.log, b.session)
+	return runSessions(ctx, b.log, b.cfg.Health, "batcher", b.session)
 }
 
 func (b *Batcher) session(ctx context.Context) error {
@@ -192,6 +194,7 @@ func (b *Batcher) session(ctx context.Context) error {
 		if err := fatalFetchErr(fetches); err != nil {
 			return err
 		}
+		b.cfg.Health.Ready("batcher")
 		records := fetches.Records()
 		if len(records) > 0 && b.assigned.Swap(false) {
 			if err := b.catchUp(ctx); err != nil {

@@ -16,20 +16,37 @@ import (
 // when its transactional producer or group membership cannot go on (fenced,
 // broker gone too long); a fresh session then starts from the committed
 // offsets, which is always safe because nothing uncommitted was visible.
-func runSessions(ctx context.Context, log *slog.Logger, session func(context.Context) error) error {
-	backoff := 500 * time.Millisecond
+//
+// While a session is being (re)started, part is not ready on health; the
+// session itself says when it is ready (after its state is restored). The
+// restart backoff grows while sessions keep failing and starts again from
+// its floor once a session has run healthily for a while, so one failure
+// after a quiet week is retried at once.
+func runSessions(ctx context.Context, log *slog.Logger, health *Health, part string, session func(context.Context) error) error {
+	const (
+		floor   = 500 * time.Millisecond
+		ceiling = 10 * time.Second
+		healthy = time.Minute
+	)
+	backoff := floor
 	for {
+		health.NotReady(part, "starting a session")
+		started := time.Now()
 		err := session(ctx)
 		if ctx.Err() != nil || errors.Is(err, errCrashed) {
 			return err
 		}
+		if time.Since(started) > healthy {
+			backoff = floor
+		}
+		health.NotReady(part, fmt.Sprintf("session failed, restarting in %s: %v", backoff, err))
 		log.Error("session ended; starting a new one", "error", err, "after", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, ceiling)
 	}
 }
 

@@ -47,8 +47,10 @@ type SubmitterConfig struct {
 	// RetryDelay caps the wait between tries of a call Calypso failed
 	// retryably (after the client's own retries). Default 30s.
 	RetryDelay time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Health receives the component\'s readiness (part "submitter"); nil records nothing.
+	Health *Health
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (c *SubmitterConfig) setDefaults() {
@@ -115,7 +117,7 @@ func NewSubmitter(cfg SubmitterConfig, accounts Accounts, kafka ...kgo.Opt) (*Su
 
 // Run consumes until ctx is done. A session that fails is replaced.
 func (s *Submitter) Run(ctx context.Context) error {
-	return runSessions(ctx, s.log, s.session)
+	return runSessions(ctx, s.log, s.cfg.Health, "submitter", s.session)
 }
 
 // planned is a consumed batch with its delivery state.
@@ -161,6 +163,7 @@ func (s *Submitter) session(ctx context.Context) error {
 		if err := fatalFetchErr(fetches); err != nil {
 			return err
 		}
+		s.cfg.Health.Ready("submitter")
 		var out []*kgo.Record
 		for _, r := range fetches.Records() {
 			p, err := s.decode(r)

@@ -35,6 +35,8 @@ type TrackerConfig struct {
 	// CallTimeout bounds the Calypso calls made for one payout. Default 30s.
 	CallTimeout time.Duration
 	// Logger defaults to slog.Default().
+	// Health receives the component\'s readiness (part "tracker"); nil records nothing.
+	Health *Health
 	Logger *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
@@ -115,7 +117,7 @@ func NewTracker(cfg TrackerConfig, accounts Accounts, kafka ...kgo.Opt) (*Tracke
 // Run tracks until ctx is done. A session that fails (fenced, broker gone)
 // is replaced by a new one, which rebuilds the state from Kafka.
 func (t *Tracker) Run(ctx context.Context) error {
-	return runSessions(ctx, t.log, t.session)
+	return runSessions(ctx, t.log, t.cfg.Health, "tracker", t.session)
 }
 
 // trackedBatch is what the tracker knows of a batch.
@@ -287,6 +289,7 @@ func (s *trackerSession) loop(ctx context.Context) error {
 			if err := fatalFetchErr(f); err != nil {
 				return err
 			}
+			s.cfg.Health.Ready("tracker")
 			touched := map[string]bool{}
 			now := s.cfg.Now()
 			f.EachRecord(func(r *kgo.Record) {
