@@ -169,6 +169,12 @@ func DecodeValue(t Type, value []byte) (Event, error) {
 		e, err = unmarshal[IntentSettled](value)
 	case TypeIntentFailed:
 		e, err = unmarshal[IntentFailed](value)
+	case TypePayoutUndecided:
+		e, err = unmarshal[PayoutUndecided](value)
+	case TypeAlert:
+		e, err = unmarshal[Alert](value)
+	case TypeBatchState:
+		e, err = unmarshal[BatchState](value)
 	default:
 		return nil, &UnknownTypeError{Type: t}
 	}
@@ -193,5 +199,6 @@ func Types() []Type {
 		TypePayoutSubmitted, TypePayoutRejected, TypePayoutDeferred,
 		TypePayoutStatusChanged, TypePayoutConfirmed, TypePayoutHashReceived, TypePayoutValidationError,
 		TypeIntentSettled, TypeIntentFailed,
+		TypePayoutUndecided, TypeAlert, TypeBatchState,
 	}
 }

@@ -21,6 +21,12 @@ type Topics struct {
 	Intents     string
 	Outcomes    string
 	WebhooksRaw string
+	// BatchStates is the submitter's compacted knowledge of each batch,
+	// keyed by batch id, co-partitioned with Batches.
+	BatchStates string
+	// TrackerState is the tracker's changelog: each open payout, keyed by
+	// payout id, co-partitioned with Outcomes; a tombstone once resolved.
+	TrackerState string
 }
 
 // DefaultTopics returns the default topic names.
@@ -32,6 +38,9 @@ func DefaultTopics() Topics {
 		Intents:     "payouts.intents",
 		Outcomes:    "payouts.outcomes",
 		WebhooksRaw: "calypso.webhooks.raw",
+
+		BatchStates:  "payouts.batches.state",
+		TrackerState: "payouts.tracker.state",
 	}
 }
 
@@ -41,6 +50,7 @@ func (t Topics) WithDefaults() Topics {
 	for _, f := range []struct{ v, def *string }{
 		{&t.Requests, &d.Requests}, {&t.DLQ, &d.DLQ}, {&t.Batches, &d.Batches},
 		{&t.Intents, &d.Intents}, {&t.Outcomes, &d.Outcomes}, {&t.WebhooksRaw, &d.WebhooksRaw},
+		{&t.BatchStates, &d.BatchStates}, {&t.TrackerState, &d.TrackerState},
 	} {
 		if *f.v == "" {
 			*f.v = *f.def
@@ -94,6 +104,8 @@ func (t Topics) Catalog(dedupHorizon time.Duration) []TopicSpec {
 		{t.Intents, "intent id", "IntentState v1", "compact,delete", dedupHorizon, "dedup index and each intent's latest state"},
 		{t.Outcomes, "payout id (batch id before one exists; intent id for intent outcomes)", "typed outcome events", "delete", 730 * day, "what ledgers consume"},
 		{t.WebhooksRaw, "payout id, else event id", "exact webhook bytes; Sign/Key/received-at in headers", "delete", Forever, "audit replay source"},
+		{t.BatchStates, "batch id", "BatchState v1", "compact", Forever, "what the submitter decided for each batch: a decided batch is never created again"},
+		{t.TrackerState, "payout id", "the tracker's open payouts (tombstone once resolved)", "compact", Forever, "the tracker's state store changelog: a restart restores only what is open"},
 	}
 }
 
@@ -200,30 +212,43 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 	return rep, nil
 }
 
-// Ensure runs EnsureTopics over the catalog, and also reports when the
-// requests and intents topics differ in partition count: the batcher's dedup
-// relies on an intent id landing in the same partition number of both.
+// Ensure runs EnsureTopics over the catalog, and also reports topics that
+// must be co-partitioned but differ in partition count: the batcher's dedup
+// needs an intent id in the same partition number of requests and intents,
+// the submitter a batch id in batches and batch states, and the tracker a
+// payout id in outcomes and its state changelog.
 func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.Duration, partitions int32, replication int16) (TopicReport, error) {
 	t = t.WithDefaults()
 	rep, err := EnsureTopics(ctx, adm, t.Catalog(dedupHorizon), partitions, replication)
 	if err != nil {
 		return rep, err
 	}
+	pairs := [][2]string{{t.Requests, t.Intents}, {t.Batches, t.BatchStates}, {t.Outcomes, t.TrackerState}}
 	// A topic that existed meanwhile (created concurrently) has no count yet.
-	if _, ok := rep.Partitions[t.Intents]; !ok || rep.Partitions[t.Requests] == 0 {
-		details, err := adm.ListTopics(fresh(ctx), t.Requests, t.Intents)
+	var unknown []string
+	for _, pair := range pairs {
+		for _, name := range pair {
+			if rep.Partitions[name] == 0 {
+				unknown = append(unknown, name)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		details, err := adm.ListTopics(fresh(ctx), unknown...)
 		if err != nil {
 			return rep, fmt.Errorf("listing topics: %w", err)
 		}
-		for _, name := range []string{t.Requests, t.Intents} {
+		for _, name := range unknown {
 			if n := len(details[name].Partitions); n > 0 {
 				rep.Partitions[name] = int32(n)
 			}
 		}
 	}
-	if a, b := rep.Partitions[t.Requests], rep.Partitions[t.Intents]; a != b {
-		rep.Drift = append(rep.Drift, Drift{Topic: t.Intents, Setting: "partitions",
-			Want: strconv.Itoa(int(a)) + " (as " + t.Requests + ")", Got: strconv.Itoa(int(b))})
+	for _, pair := range pairs {
+		if a, b := rep.Partitions[pair[0]], rep.Partitions[pair[1]]; a != b {
+			rep.Drift = append(rep.Drift, Drift{Topic: pair[1], Setting: "partitions",
+				Want: strconv.Itoa(int(a)) + " (as " + pair[0] + ")", Got: strconv.Itoa(int(b))})
+		}
 	}
 	return rep, nil
 }

@@ -34,7 +34,7 @@ func TestEnsureTopicsCreatesMissingAndReportsDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Created) != 6 || len(rep.Existed) != 0 || len(rep.Drift) != 0 {
+	if len(rep.Created) != 8 || len(rep.Existed) != 0 || len(rep.Drift) != 0 {
 		t.Fatalf("first run: %+v", rep)
 	}
 	configs, err := adm.DescribeTopicConfigs(ctx, topics.Intents)
@@ -60,7 +60,7 @@ func TestEnsureTopicsCreatesMissingAndReportsDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Created) != 0 || len(rep.Existed) != 6 {
+	if len(rep.Created) != 0 || len(rep.Existed) != 8 {
 		t.Fatalf("second run: %+v", rep)
 	}
 	if len(rep.Drift) != 1 || rep.Drift[0].Topic != topics.Outcomes || rep.Drift[0].Setting != "retention.ms" ||
@@ -85,7 +85,7 @@ func TestEnsureTopicsReportsIntentsNotCoPartitioned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(rep.Existed, topics.Requests) || len(rep.Created) != 5 {
+	if !slices.Contains(rep.Existed, topics.Requests) || len(rep.Created) != 7 {
 		t.Fatalf("report: %+v", rep)
 	}
 	var found bool

@@ -22,6 +22,9 @@ const (
 	TypePayoutValidationError Type = "payoutd.payout.validation-error.v1"
 	TypeIntentSettled         Type = "payoutd.intent.settled.v1"
 	TypeIntentFailed          Type = "payoutd.intent.failed.v1"
+	TypePayoutUndecided       Type = "payoutd.payout.undecided.v1"
+	TypeAlert                 Type = "payoutd.alert.v1"
+	TypeBatchState            Type = "payoutd.batch.state.v1"
 )
 
 // Event is one typed payoutd event.
@@ -120,6 +123,29 @@ const (
 // Final reports whether the intent can change no more.
 func (s IntentStatus) Final() bool { return s == StatusSettled || s == StatusFailed }
 
+// Rank orders the states an intent moves through: BATCHED < SUBMITTED <
+// SETTLED = FAILED. An unknown state ranks 0.
+func (s IntentStatus) Rank() int {
+	switch s {
+	case StatusBatched:
+		return 1
+	case StatusSubmitted:
+		return 2
+	case StatusSettled, StatusFailed:
+		return 3
+	}
+	return 0
+}
+
+// Advances reports whether an intent in state from may be moved to s: never
+// backwards, and never out of a final state.
+func (s IntentStatus) Advances(from IntentStatus) bool {
+	if from.Final() {
+		return false
+	}
+	return s.Rank() > from.Rank()
+}
+
 // IntentState is an intent's latest state on the compacted intents topic,
 // keyed by intent id. It is also the batcher's dedup index.
 type IntentState struct {
@@ -145,7 +171,10 @@ type PayoutSubmitted struct {
 	Account        string `json:"account"`
 	Currency       string `json:"currency"`
 	ItemCount      int    `json:"itemCount"`
-	Total          Amount `json:"total"`
+	// Items are the batch's items, so that whoever follows the payout needs
+	// nothing but this event, found under the payout id.
+	Items []BatchItem `json:"items,omitempty"`
+	Total Amount      `json:"total"`
 	// Fee is Calypso's total fee for the payout, when it reported one.
 	Fee *Amount `json:"fee,omitempty"`
 	// State is the payout's state in Calypso's answer to the create call.
@@ -182,6 +211,9 @@ type DeferReason string
 const (
 	DeferInsufficientBalance DeferReason = "INSUFFICIENT_BALANCE"
 	DeferFeeAboveLimit       DeferReason = "FEE_ABOVE_LIMIT"
+	// DeferCalypsoUnavailable: the account's lane has been failing (5xx,
+	// timeouts, 429) for longer than its bound; the batch waits its turn.
+	DeferCalypsoUnavailable DeferReason = "CALYPSO_UNAVAILABLE"
 )
 
 // PayoutDeferred says a batch could not be submitted yet and will be tried
@@ -339,3 +371,111 @@ func (e IntentFailed) Type() Type      { return TypeIntentFailed }
 func (e IntentFailed) ID() string      { return deriveID(e.Type(), e.IntentID) }
 func (e IntentFailed) Key() string     { return e.IntentID }
 func (e IntentFailed) Time() time.Time { return e.ResolvedAt }
+
+// PayoutUndecided says a batch's create may have reached Calypso (an answer
+// lost, a timeout, a 5xx, an overloaded code) and a look-up by idempotency
+// key could not yet find or rule out its payout. It is neither submitted nor
+// rejected, and its intents are not failed (invariant 8); it is looked up
+// again at RetryAt.
+type PayoutUndecided struct {
+	BatchID        string `json:"batchId"`
+	IdempotencyKey string `json:"idempotencyKey"`
+	Account        string `json:"account"`
+	Currency       string `json:"currency"`
+	ItemCount      int    `json:"itemCount"`
+	Total          Amount `json:"total"`
+	// Reason says, in words, what left the outcome unknown.
+	Reason string `json:"reason"`
+	// Code is Calypso's last error code, when it gave one.
+	Code    string `json:"code,omitempty"`
+	Attempt int    `json:"attempt"`
+	// Since is when the batch first became undecided.
+	Since       time.Time `json:"since"`
+	RetryAt     time.Time `json:"retryAt"`
+	UndecidedAt time.Time `json:"undecidedAt"`
+}
+
+func (e PayoutUndecided) Type() Type { return TypePayoutUndecided }
+func (e PayoutUndecided) ID() string {
+	return deriveID(e.Type(), e.BatchID, strconv.Itoa(e.Attempt))
+}
+func (e PayoutUndecided) Key() string     { return e.BatchID }
+func (e PayoutUndecided) Time() time.Time { return e.UndecidedAt }
+
+// AlertKind is a stable word for routing an alert.
+type AlertKind string
+
+// Alert says something payoutd will not decide alone and a person must look
+// at: a payout that contradicts its batch, a withdrawal that maps to no
+// intent, a status for a batch considered rejected, a look-up that keeps
+// failing. It goes to the outcomes topic beside the events it concerns.
+type Alert struct {
+	Kind     AlertKind `json:"kind"`
+	BatchID  string    `json:"batchId,omitempty"`
+	PayoutID string    `json:"payoutId,omitempty"`
+	IntentID string    `json:"intentId,omitempty"`
+	Account  string    `json:"account,omitempty"`
+	Message  string    `json:"message"`
+	RaisedAt time.Time `json:"raisedAt"`
+}
+
+func (e Alert) Type() Type { return TypeAlert }
+
+// ID depends on what the alert is about, not on when it was raised, so the
+// same problem found twice is one alert to a consumer that drops repeats.
+func (e Alert) ID() string {
+	return deriveID(e.Type(), string(e.Kind), e.BatchID, e.PayoutID, e.IntentID)
+}
+
+// Key is the payout id, else the batch id, else the intent id: the alert
+// lands in the partition of what it is about.
+func (e Alert) Key() string {
+	switch {
+	case e.PayoutID != "":
+		return e.PayoutID
+	case e.BatchID != "":
+		return e.BatchID
+	}
+	return e.IntentID
+}
+func (e Alert) Time() time.Time { return e.RaisedAt }
+
+// BatchStatus is what the submitter knows of a batch.
+type BatchStatus string
+
+const (
+	BatchSubmitted   BatchStatus = "SUBMITTED"   // Calypso has its payout
+	BatchRejected    BatchStatus = "REJECTED"    // refused, and a look-up showed no payout
+	BatchReplanned   BatchStatus = "REPLANNED"   // refused for some rows; the rest went on as ReplannedAs
+	BatchQuarantined BatchStatus = "QUARANTINED" // contradicts what Calypso holds; a person decides
+	BatchUndecided   BatchStatus = "UNDECIDED"   // outcome of a create unknown; looked up again later
+	BatchDeferred    BatchStatus = "DEFERRED"    // waiting for funds, fees or Calypso
+)
+
+// Final reports whether a batch in this state must never be created again.
+func (s BatchStatus) Final() bool {
+	switch s {
+	case BatchSubmitted, BatchRejected, BatchReplanned, BatchQuarantined:
+		return true
+	}
+	return false
+}
+
+// BatchState is the submitter's durable knowledge of one batch, on the
+// compacted batch-state topic keyed by batch id, written in the same
+// transaction as the outcome it records. It is ours, so a batch with a final
+// state is never created again whatever the batches topic's offsets say and
+// however long Calypso remembers idempotency keys.
+type BatchState struct {
+	BatchID     string      `json:"batchId"`
+	State       BatchStatus `json:"state"`
+	PayoutID    string      `json:"payoutId,omitempty"`
+	ReplannedAs string      `json:"replannedAs,omitempty"`
+	Reason      string      `json:"reason,omitempty"`
+	UpdatedAt   time.Time   `json:"updatedAt"`
+}
+
+func (e BatchState) Type() Type      { return TypeBatchState }
+func (e BatchState) ID() string      { return deriveID(e.Type(), e.BatchID, string(e.State)) }
+func (e BatchState) Key() string     { return e.BatchID }
+func (e BatchState) Time() time.Time { return e.UpdatedAt }

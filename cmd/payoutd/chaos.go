@@ -49,7 +49,8 @@ func (c *chaosCmd) run(ctx context.Context, out io.Writer) error {
 	prefix := fmt.Sprintf("chaos-%d", time.Now().UnixNano())
 	d := events.DefaultTopics()
 	topics := events.Topics{Requests: prefix + "." + d.Requests, DLQ: prefix + "." + d.DLQ, Batches: prefix + "." + d.Batches,
-		Intents: prefix + "." + d.Intents, Outcomes: prefix + "." + d.Outcomes, WebhooksRaw: prefix + "." + d.WebhooksRaw}
+		Intents: prefix + "." + d.Intents, Outcomes: prefix + "." + d.Outcomes, WebhooksRaw: prefix + "." + d.WebhooksRaw,
+		BatchStates: prefix + "." + d.BatchStates, TrackerState: prefix + "." + d.TrackerState}
 	cfg := chaos.Config{
 		Binary: self, Brokers: c.Brokers, Topics: topics, Intents: c.Intents,
 		KillEvery: c.KillEvery, MaxKills: c.MaxKills, Deadline: c.Deadline, Seed: c.Seed,
@@ -84,6 +85,7 @@ func componentArgs(prefix string, t events.Topics, brokers []string, component s
 		"--kafka-brokers=" + strings.Join(brokers, ","),
 		"--topic-requests=" + t.Requests, "--topic-dlq=" + t.DLQ, "--topic-batches=" + t.Batches,
 		"--topic-intents=" + t.Intents, "--topic-outcomes=" + t.Outcomes, "--topic-webhooks-raw=" + t.WebhooksRaw,
+		"--topic-batch-states=" + t.BatchStates, "--topic-tracker-state=" + t.TrackerState,
 		"--calypso-url=" + env.SandboxURL,
 		"--calypso-account=id=" + env.Account + ",key=" + env.APIKey + ",secret=" + env.APISecret,
 		"--calypso-rate-limit=-1",

@@ -71,17 +71,20 @@ func (k *kafkaFlags) validate(p *problems) {
 // topicFlags name the topics; every name is configurable so that several
 // payoutd deployments (or tests) can share a cluster.
 type topicFlags struct {
-	Requests    string `name:"topic-requests" env:"PAYOUTD_TOPIC_REQUESTS" default:"payouts.requests" help:"Topic of incoming payout intents."`
-	DLQ         string `name:"topic-dlq" env:"PAYOUTD_TOPIC_DLQ" default:"payouts.requests.dlq" help:"Dead-letter topic for intents that cannot be paid."`
-	Batches     string `name:"topic-batches" env:"PAYOUTD_TOPIC_BATCHES" default:"payouts.batches" help:"Topic of planned batches (write-ahead log)."`
-	Intents     string `name:"topic-intents" env:"PAYOUTD_TOPIC_INTENTS" default:"payouts.intents" help:"Compacted topic of each intent's latest state (dedup index)."`
-	Outcomes    string `name:"topic-outcomes" env:"PAYOUTD_TOPIC_OUTCOMES" default:"payouts.outcomes" help:"Topic of typed outcome events (what ledgers consume)."`
-	WebhooksRaw string `name:"topic-webhooks-raw" env:"PAYOUTD_TOPIC_WEBHOOKS_RAW" default:"calypso.webhooks.raw" help:"Topic archiving Calypso's webhooks byte for byte."`
+	Requests     string `name:"topic-requests" env:"PAYOUTD_TOPIC_REQUESTS" default:"payouts.requests" help:"Topic of incoming payout intents."`
+	DLQ          string `name:"topic-dlq" env:"PAYOUTD_TOPIC_DLQ" default:"payouts.requests.dlq" help:"Dead-letter topic for intents that cannot be paid."`
+	Batches      string `name:"topic-batches" env:"PAYOUTD_TOPIC_BATCHES" default:"payouts.batches" help:"Topic of planned batches (write-ahead log)."`
+	Intents      string `name:"topic-intents" env:"PAYOUTD_TOPIC_INTENTS" default:"payouts.intents" help:"Compacted topic of each intent's latest state (dedup index)."`
+	Outcomes     string `name:"topic-outcomes" env:"PAYOUTD_TOPIC_OUTCOMES" default:"payouts.outcomes" help:"Topic of typed outcome events (what ledgers consume)."`
+	WebhooksRaw  string `name:"topic-webhooks-raw" env:"PAYOUTD_TOPIC_WEBHOOKS_RAW" default:"calypso.webhooks.raw" help:"Topic archiving Calypso's webhooks byte for byte."`
+	BatchStates  string `name:"topic-batch-states" env:"PAYOUTD_TOPIC_BATCH_STATES" default:"payouts.batches.state" help:"Compacted topic of what the submitter decided for each batch."`
+	TrackerState string `name:"topic-tracker-state" env:"PAYOUTD_TOPIC_TRACKER_STATE" default:"payouts.tracker.state" help:"Compacted changelog of the tracker's open payouts."`
 }
 
 func (t topicFlags) topics() events.Topics {
 	return events.Topics{Requests: t.Requests, DLQ: t.DLQ, Batches: t.Batches, Intents: t.Intents,
-		Outcomes: t.Outcomes, WebhooksRaw: t.WebhooksRaw}.WithDefaults()
+		Outcomes: t.Outcomes, WebhooksRaw: t.WebhooksRaw,
+		BatchStates: t.BatchStates, TrackerState: t.TrackerState}.WithDefaults()
 }
 
 func (t topicFlags) validate(p *problems) {
@@ -89,6 +92,7 @@ func (t topicFlags) validate(p *problems) {
 	for flag, name := range map[string]string{
 		"--topic-requests": t.Requests, "--topic-dlq": t.DLQ, "--topic-batches": t.Batches,
 		"--topic-intents": t.Intents, "--topic-outcomes": t.Outcomes, "--topic-webhooks-raw": t.WebhooksRaw,
+		"--topic-batch-states": t.BatchStates, "--topic-tracker-state": t.TrackerState,
 	} {
 		if name == "" {
 			continue

@@ -163,7 +163,8 @@ func newTestTopics(t *testing.T) testTopics {
 
 func (tt testTopics) flags() []string {
 	return []string{"--topic-requests=" + tt.Requests, "--topic-dlq=" + tt.DLQ, "--topic-batches=" + tt.Batches,
-		"--topic-intents=" + tt.Intents, "--topic-outcomes=" + tt.Outcomes, "--topic-webhooks-raw=" + tt.WebhooksRaw}
+		"--topic-intents=" + tt.Intents, "--topic-outcomes=" + tt.Outcomes, "--topic-webhooks-raw=" + tt.WebhooksRaw,
+		"--topic-batch-states=" + tt.BatchStates, "--topic-tracker-state=" + tt.TrackerState}
 }
 
 // ensure creates the topics and deletes them when the test ends.

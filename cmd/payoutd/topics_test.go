@@ -19,7 +19,7 @@ func TestTopicsCreatesThenReportsDrift(t *testing.T) {
 	args := append([]string{"topics", brokersFlag(c), "--partitions=2", "--replication-factor=1", "--strict"}, tt.flags()...)
 
 	r := payoutd(t, 60*time.Second, nil, args...)
-	if r.code != 0 || strings.Count(r.stdout, "created") != 6 || !strings.Contains(r.stdout, "no drift") {
+	if r.code != 0 || strings.Count(r.stdout, "created") != 8 || !strings.Contains(r.stdout, "no drift") {
 		t.Fatalf("first run:\n%s", r)
 	}
 
@@ -31,7 +31,7 @@ func TestTopicsCreatesThenReportsDrift(t *testing.T) {
 	}
 	c.WaitTopicConfig(t, tt.Outcomes, "retention.ms", short)
 	r = payoutd(t, 60*time.Second, nil, args...)
-	if r.code != exitFailed || strings.Count(r.stdout, "exists") != 6 ||
+	if r.code != exitFailed || strings.Count(r.stdout, "exists") != 8 ||
 		!strings.Contains(r.stdout, "drift    "+tt.Outcomes+": retention.ms is \"3600000\"") {
 		t.Fatalf("second run, after retention changed:\n%s", r)
 	}

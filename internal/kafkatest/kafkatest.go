@@ -217,6 +217,7 @@ func Topics(t testing.TB) events.Topics {
 	return events.Topics{
 		Requests: Name(t, d.Requests), DLQ: Name(t, d.DLQ), Batches: Name(t, d.Batches),
 		Intents: Name(t, d.Intents), Outcomes: Name(t, d.Outcomes), WebhooksRaw: Name(t, d.WebhooksRaw),
+		BatchStates: Name(t, d.BatchStates), TrackerState: Name(t, d.TrackerState),
 	}
 }
 
