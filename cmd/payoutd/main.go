@@ -13,21 +13,27 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
 )
 
 // cli is the command tree. Every flag has an environment variable
 // (PAYOUTD_…) and help text; `payoutd <command> --help` lists them.
 type cli struct {
-	Dev     devCmd     `cmd:"" help:"Run everything in one process: embedded Kafka, the Calypso sandbox, all components and sample intents, with a live summary."`
-	Run     runCmd     `cmd:"" help:"Run the pipeline against a real Kafka cluster and Calypso (production)."`
-	Sandbox sandboxCmd `cmd:"" help:"Serve the Calypso sandbox (a faithful stand-in for Calypso's mass-payout API) on its own."`
-	Topics  topicsCmd  `cmd:"" help:"Create missing topics with the catalog's settings and report drift."`
-	Produce produceCmd `cmd:"" help:"Send payout intents from a CSV or JSON-lines file to the requests topic, validated first."`
-	Tail    tailCmd    `cmd:"" help:"Follow the outcomes topic (or any payoutd topic), one readable line or JSON object per record."`
-	Replay  replayCmd  `cmd:"" help:"Audit: re-derive the typed outcome events from the raw webhook topic and report every difference."`
-	Chaos   chaosCmd   `cmd:"" help:"Prove the money invariants while processes die: run components as processes, SIGKILL them mid-payout, audit."`
-	Probe   probeCmd   `cmd:"" help:"GET a URL and exit 0 on a 2xx answer (container health checks; the image has no curl)."`
-	Version versionCmd `cmd:"" help:"Print the version and build information."`
+	Config  kong.ConfigFlag  `name:"config" type:"existingfile" env:"PAYOUTD_CONFIG" placeholder:"FILE" help:"Read settings from this JSON file (keys are flag names: {\"kafka-brokers\": \"k1:9092\"}); flags and PAYOUTD_* variables override it."`
+	Version kong.VersionFlag `name:"version" help:"Print the version and exit."`
+
+	Dev        devCmd        `cmd:"" help:"Run everything in one process: embedded Kafka, the Calypso sandbox, all components and sample intents, with a live summary."`
+	Run        runCmd        `cmd:"" help:"Run the pipeline against a real Kafka cluster and Calypso (production)."`
+	Sandbox    sandboxCmd    `cmd:"" help:"Serve the Calypso sandbox (a faithful stand-in for Calypso's mass-payout API) on its own."`
+	Topics     topicsCmd     `cmd:"" help:"Create missing topics with the catalog's settings and report drift."`
+	Produce    produceCmd    `cmd:"" help:"Send payout intents from a CSV or JSON-lines file to the requests topic, validated first."`
+	Tail       tailCmd       `cmd:"" help:"Follow the outcomes topic (or any payoutd topic), one readable line or JSON object per record."`
+	Replay     replayCmd     `cmd:"" help:"Audit: re-derive the typed outcome events from the raw webhook topic and report every difference."`
+	Chaos      chaosCmd      `cmd:"" help:"Prove the money invariants while processes die: run components as processes, SIGKILL them mid-payout, audit."`
+	Probe      probeCmd      `cmd:"" help:"GET a URL and exit 0 on a 2xx answer (container health checks; the image has no curl)."`
+	VersionCmd versionCmd    `cmd:"" name:"version" help:"Print the version and build information."`
+	Help       helpCmd       `cmd:"" help:"Show the help of payoutd or of one command."`
+	Completion completionCmd `cmd:"" help:"Print the line that enables tab completion in your shell (bash, zsh or fish)."`
 }
 
 // command is what every subcommand implements: one validation pass that
@@ -47,22 +53,23 @@ const (
 func main() { os.Exit(mainExit(os.Args[1:])) }
 
 func mainExit(args []string) int {
+	if len(args) == 0 {
+		// A bare `payoutd` is someone asking what it can do.
+		args = []string{"--help"}
+	}
 	var c cli
 	probs := &problems{}
-	opts := append([]kong.Option{
-		kong.Name("payoutd"),
-		kong.Description("payoutd pays people in crypto: Kafka payout intents → Calypso mass payouts → typed outcome events.\n\nStart with `payoutd dev`; see each command's --help for its flags and PAYOUTD_* environment variables."),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
-	}, probs.lenientMappers()...)
-	parser, err := kong.New(&c, opts...)
+	parser, err := newParser(&c, probs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "payoutd: %v\n", err)
 		return exitFailed
 	}
+	// Answers the shell's tab completion (COMP_LINE set) and exits; a no-op
+	// otherwise.
+	kongplete.Complete(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		parser.Errorf("%v", err)
+		parser.Errorf("%s", redactSecrets(err.Error()))
 		return exitUsage
 	}
 	cmd, ok := kctx.Selected().Target.Addr().Interface().(command)
@@ -95,6 +102,21 @@ func mainExit(args []string) int {
 		fmt.Fprintf(os.Stderr, "payoutd %s: %v\n", kctx.Command(), err)
 		return exitFailed
 	}
+}
+
+// newParser builds the command line parser over c; problems collects the
+// settings that do not parse, so that one pass reports them all.
+func newParser(c *cli, probs *problems) (*kong.Kong, error) {
+	v, commit, _ := buildVersion()
+	opts := append([]kong.Option{
+		kong.Name("payoutd"),
+		kong.Vars{"version": "payoutd " + v + " (commit " + commit + ")"},
+		kong.Configuration(configFile),
+		kong.Description("payoutd pays people in crypto: Kafka payout intents → Calypso mass payouts → typed outcome events.\n\nStart with `payoutd dev`; see each command's --help for its flags and PAYOUTD_* environment variables."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
+	}, probs.lenientMappers()...)
+	return kong.New(c, opts...)
 }
 
 // failure ends a command with a chosen exit code, e.g. when an audit found
