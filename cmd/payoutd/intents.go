@@ -159,9 +159,9 @@ func (ir *intentReader) check(line int, doc []byte) (row, string) {
 	case !ok:
 		return row{}, fmt.Sprintf("currency %q is not payable (known: %s)", in.Currency, strings.Join(sortedKeys(ir.currencies), ", "))
 	case !in.Amount.IsPositive():
-		return row{}, fmt.Sprintf("amount %s is not positive", in.Amount)
+		return row{}, fmt.Sprintf("amount: must be positive (got %s)", in.Amount)
 	case !in.Amount.FitsDecimals(rule.Decimals):
-		return row{}, fmt.Sprintf("amount %s has more than the %d decimals of %s", in.Amount, rule.Decimals, in.Currency)
+		return row{}, fmt.Sprintf("amount: at most %d decimals for %s (got %s)", rule.Decimals, in.Currency, in.Amount)
 	}
 	if first, dup := ir.seen[in.IntentID]; dup {
 		return row{}, fmt.Sprintf("intent id %q is already on line %d", in.IntentID, first)
@@ -174,16 +174,50 @@ func (ir *intentReader) check(line int, doc []byte) (row, string) {
 	return row{line: line, intent: in, value: value}, ""
 }
 
+// violations says what is wrong with a row in words: a field whose rule is
+// a pattern or format is explained by what it must look like, not by the
+// schema's regular expression. One message per field.
 func violations(se *schemas.Error) string {
-	parts := make([]string, len(se.Violations))
-	for i, v := range se.Violations {
+	var parts []string
+	seen := map[string]bool{}
+	for _, v := range se.Violations {
 		field := strings.TrimPrefix(v.Field, "/")
 		if field == "" {
 			field = "(row)"
 		}
-		parts[i] = field + ": " + v.Message
+		if seen[field] {
+			continue
+		}
+		seen[field] = true
+		msg := v.Message
+		if words, ok := fieldRules[field]; ok && isShapeViolation(msg) {
+			msg = words
+		}
+		parts = append(parts, field+": "+msg)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// fieldRules describe each request field's shape for a person.
+var fieldRules = map[string]string{
+	"amount":        "must be a positive decimal such as 12.50 (no sign, no exponent, no thousands separator)",
+	"address":       "must be the recipient's address: one word, no spaces or control characters, at most 256 characters",
+	"currency":      "must be a Calypso currency code such as USDT_TRX or BTC (upper case)",
+	"executionDate": "must be an RFC 3339 date-time with a zone, such as 2026-12-01T09:00:00Z (a plain date like 2026-12-01 is not accepted; leave it empty to pay at once)",
+	"requestedAt":   "must be an RFC 3339 date-time with a zone, such as 2026-12-01T09:00:00Z",
+	"intentId":      "must be 1 to 256 characters",
+	"account":       "must be 1 to 256 characters",
+}
+
+// isShapeViolation reports a violation of a pattern, format, length or
+// type, which the schema words for machines.
+func isShapeViolation(msg string) bool {
+	for _, s := range []string{"does not match pattern", "is not valid", "got string, want", "got number, want", "length must be", "characters long"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

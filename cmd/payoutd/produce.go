@@ -1,12 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 // bad (unless --skip-invalid): half a payroll is worse than none.
 type produceCmd struct {
 	File        string `arg:"" placeholder:"FILE" help:"CSV (header: intentId,account,currency,amount,address[,executionDate,comment]) or JSON-lines file; '-' reads stdin."`
-	Format      string `name:"format" default:"auto" help:"File format: auto (by extension: .csv, else JSON lines), csv or jsonl."`
+	Format      string `name:"format" default:"auto" help:"File format: auto (JSON lines if the first non-blank character is '{', else CSV), csv or jsonl."`
 	SkipInvalid bool   `name:"skip-invalid" help:"Send the valid rows even when some are bad (the bad ones are still reported)."`
 	DryRun      bool   `name:"dry-run" help:"Validate only; send nothing."`
 	Quiet       bool   `name:"quiet" help:"No progress line."`
@@ -41,14 +40,30 @@ func (c *produceCmd) validate(p *problems) {
 	}
 }
 
-func (c *produceCmd) format() string {
+// format is --format, or for auto the format the content shows: a JSON
+// lines file starts with '{', a CSV file with its header. The extension is
+// not trusted: stdin has none, and intents.txt is either.
+func (c *produceCmd) format(in *bufio.Reader) string {
 	if c.Format != "auto" {
 		return c.Format
 	}
-	if strings.EqualFold(filepath.Ext(c.File), ".csv") {
-		return "csv"
+	for i := 1; ; i++ {
+		b, err := in.Peek(i)
+		if len(b) < i {
+			return "csv" // empty or all blank: the CSV reader says what is missing
+		}
+		switch ch := b[i-1]; {
+		case ch == '{':
+			return "jsonl"
+		case ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || (i <= 3 && ch >= 0x80):
+			// blank, or part of a UTF-8 byte-order mark
+		default:
+			return "csv"
+		}
+		if err != nil {
+			return "csv"
+		}
 	}
-	return "jsonl"
 }
 
 func (c *produceCmd) run(ctx context.Context, out io.Writer) error {
@@ -65,7 +80,8 @@ func (c *produceCmd) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rows, bad, err := ir.readFile(in, c.format())
+	br := bufio.NewReader(in)
+	rows, bad, err := ir.readFile(br, c.format(br))
 	if err != nil {
 		return err
 	}
