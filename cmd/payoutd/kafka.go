@@ -24,7 +24,7 @@ func (k *kafkaFlags) clientOpts(log *slog.Logger, hooks ...kgo.Hook) ([]kgo.Opt,
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(nonEmpty(k.Brokers)...),
 		kgo.ClientID(k.ClientID),
-		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.WithLogger(kslog.New(kafkaLogger(log))),
 	}
 	if len(hooks) > 0 {
 		opts = append(opts, kgo.WithHooks(hooks...))
