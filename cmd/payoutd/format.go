@@ -65,16 +65,21 @@ func pretty(r *kgo.Record) string {
 	typ := "record"
 	meta, err := events.ReadMeta(r)
 	switch {
+	case header(r, pipeline.HeaderDLQReason) != "":
+		// A DLQ record keeps the original's headers, CloudEvents ones
+		// included; the rejection is what a reader of the DLQ is after.
+		typ = "dlq"
 	case err == nil:
 		typ = strings.TrimPrefix(string(meta.Type), "payoutd.")
-	case header(r, pipeline.HeaderDLQReason) != "":
-		typ = "dlq"
 	case header(r, calypso.HeaderSign) != "" || header(r, pipeline.HeaderReceivedAt) != "":
 		typ = "webhook"
 	}
 	fmt.Fprintf(&b, "%s  %-28s key=%s", ts, typ, r.Key)
 	if typ == "dlq" {
 		fmt.Fprintf(&b, " reason=%s error=%q", header(r, pipeline.HeaderDLQReason), header(r, pipeline.HeaderDLQError))
+		if err == nil {
+			fmt.Fprintf(&b, " original=%s", strings.TrimPrefix(string(meta.Type), "payoutd."))
+		}
 		return b.String()
 	}
 	var fields map[string]json.RawMessage
@@ -124,10 +129,13 @@ func raw(v json.RawMessage) string {
 	return string(v)
 }
 
+// header is the last value of key: a DLQ record appends payoutd's headers
+// after the original's, so an upstream header of the same name cannot pass
+// for payoutd's.
 func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == key {
+			return string(r.Headers[i].Value)
 		}
 	}
 	return ""
