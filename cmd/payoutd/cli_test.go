@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-var commands = []string{"dev", "run", "sandbox", "topics", "produce", "tail", "replay", "probe", "version"}
+var commands = []string{"dev", "run", "sandbox", "topics", "produce", "tail", "status", "replay", "probe", "version"}
 
 func TestHelpForEveryCommand(t *testing.T) {
 	t.Parallel()

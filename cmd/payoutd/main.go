@@ -28,6 +28,7 @@ type cli struct {
 	Topics     topicsCmd     `cmd:"" help:"Create missing topics with the catalog's settings and report drift."`
 	Produce    produceCmd    `cmd:"" help:"Send payout intents from a CSV or JSON-lines file to the requests topic, validated first."`
 	Tail       tailCmd       `cmd:"" help:"Follow the outcomes topic (or any payoutd topic), one readable line or JSON object per record."`
+	Status     statusCmd     `cmd:"" help:"Follow one payment (intent, batch, payout id or address) through every step, or show what is stuck and what failed."`
 	Replay     replayCmd     `cmd:"" help:"Audit: re-derive the typed outcome events from the raw webhook topic and report every difference."`
 	Chaos      chaosCmd      `cmd:"" help:"Prove the money invariants while processes die: run components as processes, SIGKILL them mid-payout, audit."`
 	Probe      probeCmd      `cmd:"" help:"GET a URL and exit 0 on a 2xx answer (container health checks; the image has no curl)."`

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -88,10 +89,13 @@ func Scan(ctx context.Context, base []kgo.Opt, topic string, from, to time.Time,
 // of topic: where a read_committed reader has seen everything there is now.
 func stableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
 	listed, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+	if err == nil {
+		err = listed.Error()
 	}
-	if err := listed.Error(); err != nil {
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return nil, fmt.Errorf("topic %s does not exist (`payoutd topics` creates payoutd's topics): %w", topic, err)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
 	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
