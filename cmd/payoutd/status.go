@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-
 	"github.com/payoutd/payoutd/internal/status"
 )
 
@@ -72,7 +70,7 @@ func (c *statusCmd) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	lag := groupLag(ctx, adm, c.Groups)
+	lag := groupLag(ctx, newLagReader(adm, opts), c.Groups)
 	if c.JSON {
 		return json.NewEncoder(out).Encode(struct {
 			status.Summary
@@ -83,24 +81,21 @@ func (c *statusCmd) run(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// groupLag is each group's total lag; a group that does not exist is left
-// out, a group whose lag cannot be read shows -1.
-func groupLag(ctx context.Context, adm *kadm.Client, groups []string) map[string]int64 {
+// groupLag is each group's total lag as a read_committed consumer sees it;
+// a group that does not exist or cannot be read is left out.
+func groupLag(ctx context.Context, lr *lagReader, groups []string) map[string]int64 {
 	out := map[string]int64{}
-	lags, err := adm.Lag(ctx, nonEmpty(groups)...)
+	lags, err := lr.Lag(ctx, nonEmpty(groups)...)
 	if err != nil {
 		return out
 	}
-	lags.Each(func(l kadm.DescribedGroupLag) {
-		if l.Error() != nil {
-			out[l.Group] = -1
-			return
+	for g, topics := range lags {
+		for _, ps := range topics {
+			for _, n := range ps {
+				out[g] += n
+			}
 		}
-		if l.State == "Dead" {
-			return
-		}
-		out[l.Group] = l.Lag.Total()
-	})
+	}
 	return out
 }
 
