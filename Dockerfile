@@ -3,7 +3,8 @@
 #
 #   docker build -t payoutd --build-arg VERSION=$(git describe --tags --always) --build-arg COMMIT=$(git rev-parse HEAD) .
 
-FROM golang:1.26 AS build
+# Exact tags; pin by digest (golang@sha256:…) where your registry policy wants it.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 # Modules first, so source edits do not refetch them.
 COPY go.mod go.sum ./

@@ -36,7 +36,7 @@ import (
 )
 
 // Image is the Apache Kafka image used by testcontainers and docker-compose.
-const Image = "apache/kafka:4.1.1"
+const Image = "apache/kafka:4.4.0"
 
 // Kind says what is behind a Cluster's seeds.
 type Kind string
