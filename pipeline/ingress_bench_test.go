@@ -36,7 +36,7 @@ func BenchmarkIngress(b *testing.B) {
 		// The ingress, behind a real HTTP server.
 		in, err := pipeline.NewIngress(pipeline.IngressConfig{
 			Topics: events.Topics{WebhooksRaw: raw, Outcomes: outcomes}, Keys: calypso.WebhookKeys{whPubKey: whSecret},
-			TransactionalID: raw + ".ingress", Logger: slog.New(slog.DiscardHandler),
+			Logger: slog.New(slog.DiscardHandler),
 		}, kgo.SeedBrokers(c.Seeds...))
 		if err != nil {
 			b.Fatal(err)

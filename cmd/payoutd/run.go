@@ -43,7 +43,7 @@ type runCmd struct {
 	SubmitterGroup    string        `name:"submitter-group" env:"PAYOUTD_SUBMITTER_GROUP" default:"payoutd-submitter" help:"Consumer group of the submitter."`
 	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: group-hostname, so a restart fences its predecessor). Unique per instance."`
 	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: group-hostname). Unique per instance."`
-	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" help:"Transactional id of the ingress (default: payoutd-ingress-hostname). Unique per instance."`
+	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" hidden:"" help:"Ignored: the ingress writes with an idempotent, non-transactional producer."`
 	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher and submitter groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
 	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
 	BatcherMaxWait    time.Duration `name:"batcher-max-wait" env:"PAYOUTD_BATCHER_MAX_WAIT" default:"2s" help:"A batching window closes this long after its first record."`
@@ -66,7 +66,10 @@ type runCmd struct {
 
 	IngressAddr       string        `name:"ingress-addr" env:"PAYOUTD_INGRESS_ADDR" default:":8080" help:"Listen address of the webhook endpoint (POST /webhooks/calypso)."`
 	IngressAckTimeout time.Duration `name:"ingress-ack-timeout" env:"PAYOUTD_INGRESS_ACK_TIMEOUT" default:"5s" help:"How long a webhook waits for Kafka's acknowledgement before 503."`
-	OpsAddr           string        `name:"ops-addr" env:"PAYOUTD_OPS_ADDR" default:":9464" help:"Listen address of /metrics, /healthz and /readyz."`
+	IngressMaxBody    int64         `name:"ingress-max-body" env:"PAYOUTD_INGRESS_MAX_BODY" default:"262144" help:"Largest webhook body read, in bytes; larger is 413 (webhooks are about 1 KB). At most 995904, below the producer's record limit."`
+	IngressMaxConc    int           `name:"ingress-max-concurrent" env:"PAYOUTD_INGRESS_MAX_CONCURRENT" default:"512" help:"Webhook requests handled at once; beyond it 503 at once (Calypso retries)."`
+	IngressDedup      time.Duration `name:"ingress-dedup-window" env:"PAYOUTD_INGRESS_DEDUP_WINDOW" default:"92h" help:"How long an archived webhook body is remembered; a repeat within it is answered 200 and not archived again. Keep it above Calypso's retry span (about 91h)."`
+	OpsAddr           string        `name:"ops-addr" env:"PAYOUTD_OPS_ADDR" default:"127.0.0.1:9464" help:"Listen address of /metrics, /healthz and /readyz. Loopback by default; set e.g. :9464 to let a scraper in."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"PAYOUTD_SHUTDOWN_TIMEOUT" default:"30s" help:"On SIGINT/SIGTERM, how long to finish webhooks in flight, close windows and end transactions."`
 
 	// Resolved by validate.
@@ -104,6 +107,7 @@ func (r *runCmd) validate(p *problems) {
 		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
 		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
 		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
+		"--ingress-dedup-window (PAYOUTD_INGRESS_DEDUP_WINDOW)":           r.IngressDedup,
 		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
 	} {
 		positive(p, name, d)
@@ -117,6 +121,7 @@ func (r *runCmd) validate(p *problems) {
 		"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)": r.MaxRecordBytes,
 		"--tracker-workers (PAYOUTD_TRACKER_WORKERS)":                   r.TrackerWorkers,
 		"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)":         r.CalypsoMaxAttempts,
+		"--ingress-max-concurrent (PAYOUTD_INGRESS_MAX_CONCURRENT)":     r.IngressMaxConc,
 	} {
 		if n <= 0 {
 			p.add(name, "must be a positive number, got %d", n)
@@ -134,6 +139,9 @@ func (r *runCmd) validate(p *problems) {
 	}
 	if r.has("ingress") {
 		checkAddr(p, "--ingress-addr (PAYOUTD_INGRESS_ADDR)", r.IngressAddr)
+	}
+	if limit := int64(pipeline.MaxRecordBytes - 4<<10); r.IngressMaxBody <= 0 || r.IngressMaxBody > limit {
+		p.add("--ingress-max-body (PAYOUTD_INGRESS_MAX_BODY)", "must be between 1 and %d bytes (below the producer's record limit), got %d", limit, r.IngressMaxBody)
 	}
 	checkAddr(p, "--ops-addr (PAYOUTD_OPS_ADDR)", r.OpsAddr)
 }
@@ -265,7 +273,8 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			DeferDelay: r.DeferDelay, MaxDeferDelay: r.MaxDeferDelay, RetryDelay: r.RetryDelay,
 		},
 		ingress: pipeline.IngressConfig{
-			Keys: r.keys, AckTimeout: r.IngressAckTimeout, TransactionalID: orDefault(r.IngressTxnID, "payoutd-ingress-"+host),
+			Keys: r.keys, AckTimeout: r.IngressAckTimeout, MaxBody: r.IngressMaxBody, MaxConcurrent: r.IngressMaxConc,
+			DedupWindow: r.IngressDedup,
 		},
 		ingressAddr: r.IngressAddr,
 		tracker: pipeline.TrackerConfig{
@@ -285,7 +294,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	if len(groups) > 0 {
 		m.reg.MustRegister(newLagCollector(adm, groups...))
 	}
-	ops, err := newOpsServer(r.OpsAddr, m, adm, st.ready, log)
+	ops, err := newOpsServer(r.OpsAddr, m, st.health, st.ready, log)
 	if err != nil {
 		if st.ingressLn != nil {
 			st.ingressLn.Close()
