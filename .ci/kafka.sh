@@ -7,6 +7,7 @@
 #   .ci/kafka.sh stop      SIGTERM, wait, SIGKILL; delete data unless KEEP_KAFKA_DATA is set
 #   .ci/kafka.sh restart   stop keeping data, start again on the same data (chaos tests)
 #   .ci/kafka.sh status    say whether it is running
+#   .ci/kafka.sh stall N   SIGSTOP the broker for N seconds, then SIGCONT (stall tests)
 #   .ci/kafka.sh topic NAME [PARTITIONS]   create a topic (auto-create is off)
 #   .ci/kafka.sh logs [N]  last N lines of the broker logs
 #
@@ -264,6 +265,22 @@ cmd_status() {
   fi
 }
 
+# A stall, not a crash: the process keeps its sockets and state but answers
+# nothing, as a broker in a long GC pause or on a frozen VM does. SIGCONT is
+# sent however this script ends, so a cancelled stall never leaves the
+# broker stopped.
+cmd_stall() {
+  local secs="${1:-}"
+  [[ $secs =~ ^[0-9]+$ ]] || die "usage: kafka.sh stall SECONDS"
+  STALLED_PID="$(running_pid)" || die "broker not running"
+  trap 'kill -CONT "$STALLED_PID" 2>/dev/null || true' EXIT
+  log "stalling broker (pid $STALLED_PID) for ${secs}s"
+  kill -STOP "$STALLED_PID"
+  sleep "$secs"
+  kill -CONT "$STALLED_PID"
+  log "broker (pid $STALLED_PID) continued"
+}
+
 cmd_topic() {
   [[ $# -ge 1 ]] || die "usage: kafka.sh topic NAME [PARTITIONS]"
   cmd_fetch
@@ -276,8 +293,9 @@ case "${1:-}" in
   stop) cmd_stop ;;
   restart) cmd_restart ;;
   status) cmd_status ;;
+  stall) shift; cmd_stall "$@" ;;
   topic) shift; cmd_topic "$@" ;;
   logs) tail -n "${2:-50}" "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null || log "no broker logs in $LOG_DIR" ;;
   libs) echo "$LIBS_DIR" ;;   # for scripts that want to run other Kafka classes
-  *) echo "usage: $0 {fetch|start|stop|restart|status|topic NAME [PARTITIONS]|logs [N]|libs}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fetch|start|stop|restart|status|stall SECONDS|topic NAME [PARTITIONS]|logs [N]|libs}" >&2; exit 2 ;;
 esac

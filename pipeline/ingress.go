@@ -596,6 +596,9 @@ func (p *producer) produce(ctx context.Context, recs []*kgo.Record) error {
 				first = err
 			}
 		case <-ctx.Done():
+			// Kafka did not answer within the ack timeout: a stalled
+			// broker shows here, long before the client gives up.
+			p.report(ctx.Err())
 			return ctx.Err()
 		}
 	}

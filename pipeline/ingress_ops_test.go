@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -212,7 +214,11 @@ func TestIngressTooLargeWebhookSparesItsNeighbours(t *testing.T) {
 
 	batch := uuid.NewString()
 	bigBody := webhookBody(99, calypso.EventPayoutChangeStatus, "950099", "IN_PROGRESS", batch)
-	bigBody = append(bigBody[:len(bigBody)-1], fmt.Appendf(nil, `,"pad":%q}`, strings.Repeat("x", 12<<10))...)
+	// Random padding: the producer compresses, and the limit counts what
+	// the broker receives.
+	pad := make([]byte, 16<<10)
+	_, _ = rand.Read(pad)
+	bigBody = append(bigBody[:len(bigBody)-1], fmt.Appendf(nil, `,"pad":%q}`, base64.StdEncoding.EncodeToString(pad))...)
 	const n = 20
 	codes := make([]int, n+1)
 	var wg sync.WaitGroup
