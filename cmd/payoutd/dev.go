@@ -172,7 +172,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 	sb := sandbox.New(sbCfg)
 	sbCtx, stopSandbox := context.WithCancel(context.Background())
 	sbDone := make(chan error, 1)
-	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, log) }()
+	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, "", log) }()
 	defer func() { stopSandbox(); <-sbDone }()
 
 	m.reg.MustRegister(newLagCollector(adm, prefix+"-batcher", prefix+"-submitter"))
