@@ -29,7 +29,7 @@ func (k *kafkaFlags) clientOpts(log *slog.Logger, hooks ...kgo.Hook) ([]kgo.Opt,
 	if len(hooks) > 0 {
 		opts = append(opts, kgo.WithHooks(hooks...))
 	}
-	if k.TLS || k.TLSCA != "" || k.TLSCert != "" || k.TLSInsecure || k.TLSServerName != "" {
+	if k.tlsOn() {
 		cfg, err := k.tlsConfig()
 		if err != nil {
 			return nil, err

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -62,7 +64,9 @@ func mainExit(args []string) int {
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		parser.Errorf("%v", err)
+		// kong quotes the argument it could not place ("unexpected
+		// argument secret=…"), which may be a secret split off its flag.
+		parser.Errorf("%s", redactArgs(err.Error(), args, parser.Model.Node))
 		return exitUsage
 	}
 	cmd, ok := kctx.Selected().Target.Addr().Interface().(command)
@@ -95,6 +99,38 @@ func mainExit(args []string) int {
 		fmt.Fprintf(os.Stderr, "payoutd %s: %v\n", kctx.Command(), err)
 		return exitFailed
 	}
+}
+
+// redactArgs removes from a command-line error every value the command line
+// carried: the part after "=" of an argument, and any bare argument that is
+// not a command name. The names of flags and commands stay, so the error
+// still says what was wrong.
+func redactArgs(msg string, args []string, root *kong.Node) string {
+	commands := map[string]bool{}
+	var walk func(*kong.Node)
+	walk = func(n *kong.Node) {
+		for _, c := range n.Children {
+			commands[c.Name] = true
+			walk(c)
+		}
+	}
+	walk(root)
+	var values []string
+	for _, a := range args {
+		if _, v, ok := strings.Cut(a, "="); ok {
+			values = append(values, v)
+		} else if !strings.HasPrefix(a, "-") && !commands[a] {
+			values = append(values, a)
+		}
+	}
+	// Longest first, so a value containing another is removed whole.
+	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
+	for _, v := range values {
+		if v != "" {
+			msg = strings.ReplaceAll(msg, v, "…")
+		}
+	}
+	return msg
 }
 
 // failure ends a command with a chosen exit code, e.g. when an audit found

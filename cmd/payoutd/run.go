@@ -32,6 +32,7 @@ type runCmd struct {
 	CalypsoURL          string        `name:"calypso-url" env:"PAYOUTD_CALYPSO_URL" help:"Calypso API base URL, e.g. https://api.calypso.finance. Required for submitter and tracker; there is no default, so production is never reached by accident."`
 	CalypsoAccounts     []string      `name:"calypso-account" env:"PAYOUTD_CALYPSO_ACCOUNTS" sep:";" placeholder:"id=ID,key=KEY,secret=SECRET" help:"A Calypso merchant account: id=…,key=…,secret=… or secret-file=PATH. Repeat the flag, or separate accounts with ';' in the variable."`
 	CalypsoAccountsFile string        `name:"calypso-accounts-file" env:"PAYOUTD_CALYPSO_ACCOUNTS_FILE" placeholder:"PATH" help:"File with one account per line, same syntax as --calypso-account ('#' comments)."`
+	CalypsoInsecureHTTP bool          `name:"calypso-insecure-http" env:"PAYOUTD_CALYPSO_INSECURE_HTTP" help:"Allow a plain http:// --calypso-url to a host other than loopback (a sandbox on a private network); never for the real Calypso."`
 	CalypsoTimeout      time.Duration `name:"calypso-timeout" env:"PAYOUTD_CALYPSO_TIMEOUT" default:"30s" help:"Timeout of one Calypso HTTP attempt."`
 	CalypsoRateLimit    float64       `name:"calypso-rate-limit" env:"PAYOUTD_CALYPSO_RATE_LIMIT" default:"5" help:"Requests per second per account towards Calypso (negative: unlimited)."`
 	CalypsoMaxAttempts  int           `name:"calypso-max-attempts" env:"PAYOUTD_CALYPSO_MAX_ATTEMPTS" default:"4" help:"Tries of one Calypso call on retryable errors, the first included."`
@@ -73,9 +74,10 @@ type runCmd struct {
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"PAYOUTD_SHUTDOWN_TIMEOUT" default:"30s" help:"On SIGINT/SIGTERM, how long to finish webhooks in flight, close windows and end transactions."`
 
 	// Resolved by validate.
-	accounts []accountSpec
-	keys     calypso.WebhookKeys
-	maxFee   map[string]calypso.Amount
+	inlineSecrets []string // settings whose secrets were given inline, to warn about
+	accounts      []accountSpec
+	keys          calypso.WebhookKeys
+	maxFee        map[string]calypso.Amount
 }
 
 func (r *runCmd) has(c string) bool { return slices.Contains(r.Components, c) }
@@ -155,7 +157,9 @@ func (r *runCmd) validateCalypso(p *problems) {
 			p.add(urlFlag, "is required for the submitter and tracker (no default, so production is never reached by accident)")
 		}
 	} else if u, err := url.Parse(r.CalypsoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add(urlFlag, "must be an absolute http(s) URL, got %q", r.CalypsoURL)
+		p.add(urlFlag, "must be an absolute http(s) URL")
+	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !r.CalypsoInsecureHTTP {
+		p.add(urlFlag, "is plain http:// to %s: payouts and their signatures would cross the network unencrypted; use https://, or --calypso-insecure-http (PAYOUTD_CALYPSO_INSECURE_HTTP) for a sandbox", u.Host)
 	}
 	specs := nonEmpty(r.CalypsoAccounts)
 	if r.CalypsoAccountsFile != "" {
@@ -166,6 +170,12 @@ func (r *runCmd) validateCalypso(p *problems) {
 		specs = append(specs, lines...)
 	}
 	seen := map[string]bool{}
+	for _, s := range nonEmpty(r.CalypsoAccounts) {
+		if strings.Contains(s, "secret=") {
+			r.inlineSecrets = append(r.inlineSecrets, accFlag+" secret=")
+			break
+		}
+	}
 	for _, s := range specs {
 		a, err := parseAccount(s)
 		if err != nil {
@@ -193,11 +203,18 @@ func (r *runCmd) validateWebhookKeys(p *problems) {
 		}
 		specs = append(specs, lines...)
 	}
+	if len(nonEmpty(r.WebhookKeys)) > 0 {
+		r.inlineSecrets = append(r.inlineSecrets, keyFlag)
+	}
 	r.keys = calypso.WebhookKeys{}
 	for _, s := range specs {
 		k, v, err := parseWebhookKey(s)
 		if err != nil {
 			p.add(keyFlag, "%v", err)
+			continue
+		}
+		if _, dup := r.keys[k]; dup {
+			p.add(keyFlag, "public key %q is configured twice (one secret would silently replace the other)", k)
 			continue
 		}
 		r.keys[k] = v
@@ -219,6 +236,13 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "unknown"
+	}
+	if r.kafkaFlags.inlinePassword {
+		r.inlineSecrets = append(r.inlineSecrets, "--kafka-sasl-password (PAYOUTD_KAFKA_SASL_PASSWORD)")
+	}
+	for _, setting := range r.inlineSecrets {
+		log.Warn("a secret is given inline; prefer its file setting (an inline secret shows in the process list, shell history and container specs)",
+			"setting", setting)
 	}
 	m := newMetrics()
 	kopts, err := r.kafkaFlags.clientOpts(log, newKafkaMetrics(m.reg))

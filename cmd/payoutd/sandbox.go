@@ -212,6 +212,12 @@ func isLoopback(addr string) bool {
 	if err != nil || host == "" {
 		return false
 	}
+	return isLoopbackHost(host)
+}
+
+// isLoopbackHost reports whether a host name or address is this host's
+// loopback.
+func isLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
