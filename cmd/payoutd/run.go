@@ -42,8 +42,10 @@ type runCmd struct {
 
 	BatcherGroup      string        `name:"batcher-group" env:"PAYOUTD_BATCHER_GROUP" default:"payoutd-batcher" help:"Consumer group of the batcher."`
 	SubmitterGroup    string        `name:"submitter-group" env:"PAYOUTD_SUBMITTER_GROUP" default:"payoutd-submitter" help:"Consumer group of the submitter."`
-	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: group-hostname, so a restart fences its predecessor). Unique per instance."`
-	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: group-hostname). Unique per instance."`
+	InstanceID        string        `name:"instance-id" env:"PAYOUTD_INSTANCE_ID" help:"This process's stable name among its peers; the batcher's and submitter's transactional and static member ids are GROUP-INSTANCE. Default: a StatefulSet pod's hostname (name-ORDINAL), else hostname-PID (unique on a host; stable only where the PID is, e.g. a container's PID 1). Unique per process."`
+	InstanceIDWait    time.Duration `name:"instance-id-wait" env:"PAYOUTD_INSTANCE_ID_WAIT" default:"50s" help:"At start, how long a member holding one of this process's ids from another address may take to go (a predecessor's session expiring) before the start fails as a collision."`
+	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: batcher-group-INSTANCE, see --instance-id). Unique per process."`
+	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: submitter-group-INSTANCE). Unique per process."`
 	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" hidden:"" help:"Ignored: the ingress writes with an idempotent, non-transactional producer."`
 	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher and submitter groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
 	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
@@ -278,12 +280,24 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		}
 		return def
 	}
-	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+host)
-	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+host)
+	instance := instanceName(r.InstanceID, host, os.Getpid(), inKubernetes())
+	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+instance)
+	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+instance)
 	var batcherInstance, submitterInstance string
 	if r.StaticMembership {
 		batcherInstance, submitterInstance = batcherTxnID, submitterTxnID
+		held := map[string]string{}
+		if r.has("batcher") {
+			held[r.BatcherGroup] = batcherInstance
+		}
+		if r.has("submitter") {
+			held[r.SubmitterGroup] = submitterInstance
+		}
+		if err := checkInstanceIDs(ctx, adm, log, held, ownAddress, r.InstanceIDWait); err != nil {
+			return err
+		}
 	}
+	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", r.TrackerTxnID)
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
 		batcher: pipeline.BatcherConfig{
