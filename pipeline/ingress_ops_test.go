@@ -322,3 +322,39 @@ func TestIngressDropsRepeatsWithinTheDedupWindow(t *testing.T) {
 		t.Fatalf("%d raw records, want 3 (no repeat archived)", len(got))
 	}
 }
+
+// A webhook whose raw record reached Kafka but whose typed records did not
+// (written side by side, one may fail) is mended by its next delivery: the
+// typed event is written, the raw record is not written again.
+func TestIngressRepeatOfAnArchivedOnlyWebhookWritesItsTypedEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	raw, outcomes := e.follow(e.topics.WebhooksRaw), e.follow(e.topics.Outcomes)
+	body := webhookBody(1, calypso.EventPayoutChangeStatus, "971001", "COMPLETED", uuid.NewString())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := e.cluster.Client(t)
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: e.topics.WebhooksRaw, Key: []byte("971001"), Value: body}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	in, _, _ := startIngress(t, e, nil)
+	if c := post(in, body); c != http.StatusOK {
+		t.Fatalf("redelivery: %d", c)
+	}
+	typed := outcomes.waitFor(t, 30*time.Second, "the typed event", func(r []*kgo.Record) bool { return len(r) >= 1 })
+	if m, _, err := events.Decode(typed[0]); err != nil || m.Type != events.TypePayoutStatusChanged {
+		t.Fatalf("typed record %v: %v", m.Type, err)
+	}
+	if c := post(in, body); c != http.StatusOK || in.Stats.Duplicates.Load() != 2 {
+		t.Fatalf("second redelivery: %d, %d duplicates", c, in.Stats.Duplicates.Load())
+	}
+	// Fence: a new webhook archived after both proves nothing else was.
+	if c := post(in, webhookBody(2, calypso.EventPayoutChangeStatus, "971002", "COMPLETED", "b")); c != http.StatusOK {
+		t.Fatalf("fence webhook: %d", c)
+	}
+	got := raw.waitFor(t, 30*time.Second, "the fence archived", func(r []*kgo.Record) bool { return len(r) >= 2 })
+	typed = outcomes.waitFor(t, 30*time.Second, "the fence typed", func(r []*kgo.Record) bool { return len(r) >= 2 })
+	if len(got) != 2 || len(typed) != 2 {
+		t.Fatalf("%d raw and %d typed records, want 2 and 2 (no raw repeat, one typed rewrite)", len(got), len(typed))
+	}
+}

@@ -15,14 +15,24 @@ import (
 // window. Calypso signs only the body, so a captured request replays as the
 // same body; so does Calypso's own retry of a webhook whose 200 it missed.
 // Either is answered 200 without a second raw record.
+//
+// A body is known either complete (this instance had Kafka acknowledge its
+// typed and raw records) or archived only (its raw record was read from
+// the topic: its typed records may have failed, as the two are written
+// side by side, so a repeat of it rewrites them, never the raw record).
 type seenBodies struct {
 	window time.Duration
 	max    int
 
 	mu    sync.Mutex
-	at    map[[sha256.Size]byte]time.Time
+	at    map[[sha256.Size]byte]seenBody
 	order []seenEntry // in arrival order; entries superseded in at are skipped
 	head  int
+}
+
+type seenBody struct {
+	at       time.Time
+	complete bool
 }
 
 type seenEntry struct {
@@ -30,8 +40,17 @@ type seenEntry struct {
 	at  time.Time
 }
 
+// seenState is what the window knows of a body.
+type seenState int
+
+const (
+	seenNot      seenState = iota // not archived within the window
+	seenArchived                  // its raw record is in Kafka; its typed records may not be
+	seenComplete                  // raw and typed acknowledged
+)
+
 func newSeenBodies(window time.Duration, maxEntries int) *seenBodies {
-	return &seenBodies{window: window, max: maxEntries, at: make(map[[sha256.Size]byte]time.Time)}
+	return &seenBodies{window: window, max: maxEntries, at: make(map[[sha256.Size]byte]seenBody)}
 }
 
 func (s *seenBodies) len() int {
@@ -40,28 +59,40 @@ func (s *seenBodies) len() int {
 	return len(s.at)
 }
 
-// contains reports whether sum was archived within the window before now.
-func (s *seenBodies) contains(sum [sha256.Size]byte, now time.Time) bool {
+// lookup says what is known of sum within the window before now.
+func (s *seenBodies) lookup(sum [sha256.Size]byte, now time.Time) seenState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at, ok := s.at[sum]
-	return ok && now.Sub(at) < s.window
+	b, ok := s.at[sum]
+	switch {
+	case !ok || now.Sub(b.at) >= s.window:
+		return seenNot
+	case b.complete:
+		return seenComplete
+	}
+	return seenArchived
 }
 
-// add records sum as archived at; the oldest entries go when the window has
-// passed them or the bound is reached.
-func (s *seenBodies) add(sum [sha256.Size]byte, at time.Time) {
+// add records sum as archived at (complete: with its typed records); the
+// oldest entries go when the window has passed them or the bound is
+// reached.
+func (s *seenBodies) add(sum [sha256.Size]byte, at time.Time, complete bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.at[sum]; ok && !at.After(old) {
+	if old, ok := s.at[sum]; ok {
+		// Keep the first archiving time: the window runs from it.
+		if complete && !old.complete {
+			old.complete = true
+			s.at[sum] = old
+		}
 		return
 	}
-	s.at[sum] = at
+	s.at[sum] = seenBody{at: at, complete: complete}
 	s.order = append(s.order, seenEntry{sum, at})
 	horizon := at.Add(-s.window)
 	for s.head < len(s.order) {
 		e := s.order[s.head]
-		if cur, ok := s.at[e.sum]; ok && cur.Equal(e.at) {
+		if cur, ok := s.at[e.sum]; ok && cur.at.Equal(e.at) {
 			if len(s.at) <= s.max && !e.at.Before(horizon) {
 				break
 			}
@@ -85,8 +116,9 @@ const PartIngressDedup = "ingress/dedup"
 // the window survives restarts without a gap), then whatever any ingress
 // instance archives (so a repeat sent to another instance is recognised
 // too, once its archive record has been read). Raw records are written
-// after their typed events, so a raw record read here is a complete
-// webhook. It runs until ctx ends; a failure is logged and the reading
+// beside their typed events, so a body learnt here counts as archived, not
+// complete: a repeat of it rewrites its typed records (same ce_ids), never
+// its raw one. It runs until ctx ends; a failure is logged and the reading
 // starts over.
 func (in *Ingress) followArchive(ctx context.Context) {
 	in.cfg.Health.NotReady(PartIngressDedup, "reading the dedup window back from the raw topic")
@@ -111,7 +143,10 @@ func (in *Ingress) readArchive(ctx context.Context) error {
 	// Control records are kept so the reader sees it reached a partition's
 	// stable end even when the last record is a commit marker.
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, in.kafka...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		// Fewer, fuller fetches under load: a repeat sent to another
+		// instance is recognised within half a second.
+		kgo.FetchMinBytes(64<<10), kgo.FetchMaxWait(500*time.Millisecond))...)
 	if err != nil {
 		return err
 	}
@@ -156,7 +191,7 @@ func (in *Ingress) readArchive(ctx context.Context) error {
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
 			if !r.Attrs.IsControl() {
-				in.seen.add(sha256.Sum256(r.Value), r.Timestamp)
+				in.seen.add(sha256.Sum256(r.Value), r.Timestamp, false)
 			}
 			if end, ok := pending[r.Partition]; ok && r.Offset+1 >= end {
 				delete(pending, r.Partition)
