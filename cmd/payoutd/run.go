@@ -256,6 +256,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer adm.Close()
+	if err := checkKafkaAccess(ctx, adm, log, 20*time.Second); err != nil {
+		return err
+	}
 
 	accounts := pipeline.Accounts{}
 	var ids []string
