@@ -25,7 +25,9 @@
 #   KAFKA_SASL_SSL         if 1, a second listener SASL_SSL on KAFKA_SASL_SSL_PORT (default
 #                          KAFKA_PORT+2): a CA and a broker certificate made at start with
 #                          openssl, user "payoutd" for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512
-#                          with a random password (files under $STATE_DIR/tls)
+#                          with a random password (files under $STATE_DIR/tls); and a third,
+#                          SSL with client certificates required (mutual TLS), on
+#                          KAFKA_MTLS_PORT (default KAFKA_PORT+3), with a client certificate
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +45,7 @@ LOG_DIR="$STATE_DIR/logs"
 PID_FILE="$STATE_DIR/kafka.pid"
 PROPS="$STATE_DIR/server.properties"
 SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}"
+MTLS_PORT="${KAFKA_MTLS_PORT:-$((KAFKA_PORT + 3))}"
 TLS_DIR="$STATE_DIR/tls"
 SASL_USER=payoutd
 
@@ -145,6 +148,11 @@ make_tls() {
       -extfile san.ext -out broker.pem >>openssl.log 2>&1
     openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
       -passout file:store-password -out broker.p12 >>openssl.log 2>&1
+    # A client certificate from the same CA, for the mutual-TLS listener.
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=payoutd-client" -keyout client.key -out client.csr >>openssl.log 2>&1
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile client.ext -out client.pem >>openssl.log 2>&1
   ) || { cat "$TLS_DIR/openssl.log" >&2; die "making the SASL_SSL certificates failed"; }
 }
 
@@ -162,6 +170,9 @@ ssl.keystore.type=PKCS12
 ssl.keystore.location=$TLS_DIR/broker.p12
 ssl.keystore.password=$store
 ssl.key.password=$store
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.ssl.ssl.client.auth=required
 EOF
 }
 
@@ -169,8 +180,8 @@ write_props() {
   local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT"
   local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
   if sasl_ssl_on; then
-    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
-    protocols+=",SASL_SSL:SASL_SSL"
+    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT,SSL://127.0.0.1:$MTLS_PORT"
+    protocols+=",SASL_SSL:SASL_SSL,SSL:SSL"
   fi
   cat >"$PROPS" <<EOF
 # Written by .ci/kafka.sh; single-node KRaft broker for tests only.
@@ -222,7 +233,7 @@ cmd_start() {
     KEEP_KAFKA_DATA='' cmd_stop
   fi
   local ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
-  if sasl_ssl_on; then ports+=("$SASL_SSL_PORT"); fi
+  if sasl_ssl_on; then ports+=("$SASL_SSL_PORT" "$MTLS_PORT"); fi
   for p in "${ports[@]}"; do
     port_busy "$p" && die "port $p is already in use by another process (set KAFKA_PORT to move)"
   done
@@ -284,7 +295,7 @@ cmd_start() {
     sleep 0.5
   done
   log "broker up on $BOOTSTRAP (pid $(cat "$PID_FILE"), data $DATA_DIR) in $(elapsed "$t0")s"
-  if sasl_ssl_on; then log "SASL_SSL listener on 127.0.0.1:$SASL_SSL_PORT (CA $TLS_DIR/ca.pem)"; fi
+  if sasl_ssl_on; then log "SASL_SSL listener on 127.0.0.1:$SASL_SSL_PORT, mutual TLS on 127.0.0.1:$MTLS_PORT (CA $TLS_DIR/ca.pem)"; fi
 }
 
 cmd_stop() {
@@ -355,6 +366,9 @@ export PAYOUTD_KAFKA_SASL_SSL_BROKERS=127.0.0.1:$SASL_SSL_PORT
 export PAYOUTD_KAFKA_SASL_SSL_CA_FILE=$TLS_DIR/ca.pem
 export PAYOUTD_KAFKA_SASL_SSL_USER=$SASL_USER
 export PAYOUTD_KAFKA_SASL_SSL_PASSWORD_FILE=$TLS_DIR/sasl-password
+export PAYOUTD_KAFKA_MTLS_BROKERS=127.0.0.1:$MTLS_PORT
+export PAYOUTD_KAFKA_MTLS_CERT_FILE=$TLS_DIR/client.pem
+export PAYOUTD_KAFKA_MTLS_KEY_FILE=$TLS_DIR/client.key
 EOF
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -121,11 +122,15 @@ func refusedByKafka(err error) bool {
 		verify    *tls.CertificateVerificationError
 		record    tls.RecordHeaderError
 		alert     tls.AlertError
+		op        *net.OpError
 	)
 	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
 		errors.Is(err, kerr.IllegalSaslState) || errors.Is(err, kerr.ClusterAuthorizationFailed) ||
 		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
-		errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert)
+		errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert) ||
+		// A TLS alert from the broker ("remote error: tls: bad
+		// certificate"): it refused our client certificate, or its lack.
+		errors.As(err, &op) && op.Op == "remote error"
 }
 
 // newAdminFrom wraps an existing client; closing it is the client's owner's job.

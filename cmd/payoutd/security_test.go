@@ -213,3 +213,80 @@ func TestPipelineOverSASLSSL(t *testing.T) {
 		t.Fatalf("run after SIGTERM:\n%s", r)
 	}
 }
+
+// mutualTLSBroker is a listener that requires a client certificate: CI's
+// broker's third listener (PAYOUTD_KAFKA_MTLS_*), else a kfake cluster of
+// the test's own.
+type mutualTLSBroker struct {
+	seeds, caFile, certFile, keyFile, origin string
+}
+
+func newMutualTLSBroker(t *testing.T) mutualTLSBroker {
+	t.Helper()
+	if seeds := os.Getenv("PAYOUTD_KAFKA_MTLS_BROKERS"); seeds != "" {
+		b := mutualTLSBroker{seeds: seeds, caFile: os.Getenv("PAYOUTD_KAFKA_SASL_SSL_CA_FILE"),
+			certFile: os.Getenv("PAYOUTD_KAFKA_MTLS_CERT_FILE"), keyFile: os.Getenv("PAYOUTD_KAFKA_MTLS_KEY_FILE"), origin: "PAYOUTD_KAFKA_MTLS_BROKERS"}
+		if b.caFile == "" || b.certFile == "" || b.keyFile == "" {
+			t.Fatal("PAYOUTD_KAFKA_MTLS_BROKERS needs PAYOUTD_KAFKA_SASL_SSL_CA_FILE and PAYOUTD_KAFKA_MTLS_CERT_FILE/_KEY_FILE (.ci/kafka.sh sasl-env)")
+		}
+		return b
+	}
+	if os.Getenv("PAYOUTD_REQUIRE_APACHE_KAFKA") == "1" {
+		t.Fatal("PAYOUTD_REQUIRE_APACHE_KAFKA=1 but no PAYOUTD_KAFKA_MTLS_BROKERS: CI must give its broker's mutual-TLS listener")
+	}
+	serverPEM, server := testCA(t, "payoutd test broker", true)
+	clientPEM, client := testCA(t, "payoutd test client", false)
+	clients := x509.NewCertPool()
+	clients.AppendCertsFromPEM(clientPEM)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{server},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(client.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutualTLSBroker{seeds: strings.Join(c.ListenAddrs(), ","), origin: "kfake",
+		caFile:   writeFile(t, "ca.pem", string(serverPEM)),
+		certFile: writeFile(t, "client.pem", string(clientPEM)),
+		keyFile:  writeFile(t, "client.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))}
+}
+
+// Mutual TLS meets a broker that requires it: with the client certificate
+// the topics are created and a record goes through; without one the start
+// fails with a clear error.
+func TestKafkaMutualTLS(t *testing.T) {
+	t.Parallel()
+	b := newMutualTLSBroker(t)
+	t.Logf("mutual-TLS broker from %s at %s", b.origin, b.seeds)
+	tt := newTestTopics(t)
+	conn := []string{"--kafka-brokers=" + b.seeds, "--kafka-tls-ca-file=" + b.caFile}
+	cert := []string{"--kafka-tls-cert-file=" + b.certFile, "--kafka-tls-key-file=" + b.keyFile}
+
+	r := payoutd(t, 90*time.Second, nil, append(append(append([]string{"topics", "--partitions=1", "--replication-factor=1"}, conn...), cert...), tt.flags()...)...)
+	if r.code != 0 {
+		t.Fatalf("payoutd topics with a client certificate:\n%s", r)
+	}
+	kf := kafkaFlags{Brokers: strings.Split(b.seeds, ","), ClientID: "payoutd-test", TLSCA: b.caFile, TLSCert: b.certFile, TLSKey: b.keyFile}
+	opts, err := kf.clientOpts(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.DefaultProduceTopic(tt.Requests))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte("{}")}).FirstErr(); err != nil {
+		t.Fatalf("producing over mutual TLS: %v", err)
+	}
+
+	r = payoutd(t, 90*time.Second, nil, append([]string{"run", "--components=batcher", "--ops-addr=127.0.0.1:0"}, conn...)...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "kafka refuses this client") {
+		t.Fatalf("without a client certificate: want exit %d saying kafka refuses this client:\n%s", exitFailed, r)
+	}
+}
