@@ -291,9 +291,9 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 	if p == nil {
 		return http.StatusServiceUnavailable
 	}
-	typed, raw := in.records(r, body)
+	typed, raw, kind := in.records(r, body)
 	if size := recordSize(raw); size > p.limit {
-		in.log.Error("authentic webhook too large for the raw topic; refused", "event", string(raw.Key),
+		in.log.Error("authentic webhook too large for the raw topic; refused", "key", string(raw.Key),
 			"bytes", size, "limit", p.limit)
 		return http.StatusRequestEntityTooLarge
 	}
@@ -311,13 +311,20 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 	if err != nil {
 		in.Stats.WriteFailures.Add(1)
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
-			in.log.Error("authentic webhook refused by Kafka as too large", "event", string(raw.Key), "error", err)
+			in.log.Error("authentic webhook refused by Kafka as too large", "key", string(raw.Key), "error", err)
 			return http.StatusRequestEntityTooLarge
 		}
-		in.log.Warn("webhook not written; answering 503", "event", string(raw.Key), "error", err)
+		in.log.Warn("webhook not written; answering 503", "key", string(raw.Key), "error", err)
 		return http.StatusServiceUnavailable
 	}
 	in.Stats.Commits.Add(1)
+	switch {
+	case seen != seenNot: // counted when first archived
+	case kind == webhookUnknownType:
+		in.Stats.UnknownTypes.Add(1)
+	case kind == webhookUnmapped:
+		in.Stats.Unmapped.Add(1)
+	}
 	in.seen.add(sum, in.cfg.Now(), true)
 	return http.StatusOK
 }
@@ -345,11 +352,20 @@ func (in *Ingress) write(ctx context.Context, p *producer, recs ...*kgo.Record) 
 	return err
 }
 
+// webhookKind says how an authentic body was archived, for the counts.
+type webhookKind int
+
+const (
+	webhookTyped       webhookKind = iota // raw and typed
+	webhookUnknownType                    // raw only: an event type payoutd does not know
+	webhookUnmapped                       // raw and an alert: the parser or the mapping refused it
+)
+
 // records builds the typed (and alert) records and the raw record of an
 // authentic body. The body's bytes are archived whatever they hold: an
 // authentic webhook the parser refuses is archived, alerted and answered
 // 200, because refusing it would only make Calypso block the subscription.
-func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Record) {
+func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Record, webhookKind) {
 	now := in.cfg.Now()
 	raw := func(key string) *kgo.Record {
 		return &kgo.Record{
@@ -367,33 +383,31 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 	wh, err := calypso.ParseWebhook(body)
 	if err != nil {
 		id, payout := looseIDs(body)
-		return in.unmapped(id, "", payout, err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body)))
+		return in.unmapped(id, "", payout, err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body))), webhookUnmapped
 	}
 	key := orDefault(wh.PayoutID(), string(wh.ID))
 	evs, err := outcomeEvents(wh)
 	switch {
 	case err != nil:
-		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key)
+		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key), webhookUnmapped
 	case len(evs) == 0:
-		in.Stats.UnknownTypes.Add(1)
 		in.log.Info("unknown webhook type archived", "event", string(wh.ID), "type", wh.EventType)
-		return nil, raw(key)
+		return nil, raw(key), webhookUnknownType
 	}
 	var typed []*kgo.Record
 	for _, e := range evs {
 		// Valid by construction: OutcomeEvents refuses what the schemas would.
 		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngress, e)
 		if err != nil {
-			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key)
+			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key), webhookUnmapped
 		}
 		typed = append(typed, rec)
 	}
-	return typed, raw(key)
+	return typed, raw(key), webhookTyped
 }
 
-// unmapped counts and alerts an authentic webhook that is archived untyped.
+// unmapped logs and alerts an authentic webhook that is archived untyped.
 func (in *Ingress) unmapped(id, typ, payout string, cause error, now time.Time) []*kgo.Record {
-	in.Stats.Unmapped.Add(1)
 	in.log.Error("authentic webhook archived but not typed; polling will find its state",
 		"event", id, "type", typ, "payout", payout, "error", cause)
 	rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngressAlerts, events.Alert{
