@@ -36,7 +36,8 @@ type sandboxCmd struct {
 	faultFlags   `embed:""`
 	logFlags     `embed:""`
 
-	cfg sandbox.Config
+	cfg    sandbox.Config
+	inline []string // settings whose secrets were given inline, to warn about
 }
 
 // faultFlags inject Calypso's failures: probabilities in [0,1].
@@ -84,6 +85,12 @@ func (s *sandboxCmd) validate(p *problems) {
 	s.logFlags.validate(p)
 	s.faultFlags.validate(p)
 	checkAddr(p, "--listen (PAYOUTD_SANDBOX_LISTEN)", s.Listen)
+	if s.IntrospectionToken != "" {
+		s.inline = append(s.inline, "--introspection-token (PAYOUTD_SANDBOX_INTROSPECTION_TOKEN)")
+	}
+	if s.WebhookSecret != "" {
+		s.inline = append(s.inline, "--webhook-secret (PAYOUTD_SANDBOX_WEBHOOK_SECRET)")
+	}
 	s.IntrospectionToken = secretFrom(p, "--introspection-token", "--introspection-token-file (PAYOUTD_SANDBOX_INTROSPECTION_TOKEN_FILE)",
 		s.IntrospectionToken, s.IntrospectionTokenFile)
 	if !isLoopback(s.Listen) && s.IntrospectionToken == "" {
@@ -145,6 +152,10 @@ func parseSandboxAccount(spec string) (string, sandbox.Account, error) {
 func (s *sandboxCmd) run(ctx context.Context, out io.Writer) error {
 	log := s.logFlags.logger()
 	s.cfg.Logger = log.With("component", "sandbox")
+	for _, setting := range s.inline {
+		log.Warn("a secret is given inline; prefer its file setting (an inline secret shows in the process list, shell history and container specs)",
+			"setting", setting)
+	}
 	sb := sandbox.New(s.cfg)
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {

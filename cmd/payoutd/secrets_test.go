@@ -98,4 +98,13 @@ func TestRunWarnsAboutInlineSecrets(t *testing.T) {
 	if strings.Contains(r.stderr+r.stdout, leak[:2]) {
 		t.Errorf("part of a secret was printed:\n%s", r)
 	}
+
+	sb := startPayoutd(t, nil, "sandbox", "--listen=127.0.0.1:0", "--webhook-secret="+leak)
+	sb.waitOutput(t, 30*time.Second, "Calypso sandbox serving")
+	sb.signal(syscall.SIGTERM)
+	r = sb.wait(t, 30*time.Second)
+	if !strings.Contains(r.stderr, "a secret is given inline") || !strings.Contains(r.stderr, "--webhook-secret (PAYOUTD_SANDBOX_WEBHOOK_SECRET)") ||
+		strings.Contains(r.stderr+r.stdout, leak[:2]) {
+		t.Errorf("sandbox: want an inline-secret warning naming --webhook-secret and no part of it:\n%s", r)
+	}
 }
