@@ -7,8 +7,10 @@
 #   .ci/kafka.sh stop      SIGTERM, wait, SIGKILL; delete data unless KEEP_KAFKA_DATA is set
 #   .ci/kafka.sh restart   stop keeping data, start again on the same data (chaos tests)
 #   .ci/kafka.sh status    say whether it is running
+#   .ci/kafka.sh stall N   SIGSTOP the broker for N seconds, then SIGCONT (stall tests)
 #   .ci/kafka.sh topic NAME [PARTITIONS]   create a topic (auto-create is off)
 #   .ci/kafka.sh logs [N]  last N lines of the broker logs
+#   .ci/kafka.sh sasl-env  print the exports that reach the SASL_SSL listener (tests read them)
 #
 # Env knobs:
 #   KAFKA_PORT             PLAINTEXT port (default 9092)
@@ -20,6 +22,12 @@
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
 #   KEEP_KAFKA_DATA        if set, `stop` leaves the data dir in place
 #   KAFKA_MVN_ARGS         extra args for mvn (e.g. -Dmaven.repo.local=...)
+#   KAFKA_SASL_SSL         if 1, a second listener SASL_SSL on KAFKA_SASL_SSL_PORT (default
+#                          KAFKA_PORT+2): a CA and a broker certificate made at start with
+#                          openssl, user "payoutd" for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512
+#                          with a random password (files under $STATE_DIR/tls); and a third,
+#                          SSL with client certificates required (mutual TLS), on
+#                          KAFKA_MTLS_PORT (default KAFKA_PORT+3), with a client certificate
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +44,10 @@ DATA_DIR="$STATE_DIR/data"
 LOG_DIR="$STATE_DIR/logs"
 PID_FILE="$STATE_DIR/kafka.pid"
 PROPS="$STATE_DIR/server.properties"
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}"
+MTLS_PORT="${KAFKA_MTLS_PORT:-$((KAFKA_PORT + 3))}"
+TLS_DIR="$STATE_DIR/tls"
+SASL_USER=payoutd
 
 # Libs live outside the work tree (survive fresh clones on the same machine) and
 # are keyed by the pom's hash so editing the pom (e.g. a version bump) refetches.
@@ -115,18 +127,73 @@ broker_answers() {
 
 java_cp() { echo "$LIBS_DIR/*"; }
 
+sasl_ssl_on() { [[ ${KAFKA_SASL_SSL:-} == 1 ]]; }
+
+# A throw-away CA and a broker certificate for 127.0.0.1/localhost, and the
+# SASL password, made once per state dir (a restart keeps them).
+make_tls() {
+  [[ -f $TLS_DIR/broker.p12 ]] && return 0
+  need openssl "apt-get install openssl"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl rand -hex 16 >sasl-password
+    openssl rand -hex 16 >store-password
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=payoutd CI CA" \
+      -keyout ca.key -out ca.pem >openssl.log 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr >>openssl.log 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile san.ext -out broker.pem >>openssl.log 2>&1
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout file:store-password -out broker.p12 >>openssl.log 2>&1
+    # A client certificate from the same CA, for the mutual-TLS listener.
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=payoutd-client" -keyout client.key -out client.csr >>openssl.log 2>&1
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile client.ext -out client.pem >>openssl.log 2>&1
+  ) || { cat "$TLS_DIR/openssl.log" >&2; die "making the SASL_SSL certificates failed"; }
+}
+
+# Extra server.properties lines for the SASL_SSL listener.
+sasl_ssl_props() {
+  local pw store
+  pw="$(cat "$TLS_DIR/sasl-password")"
+  store="$(cat "$TLS_DIR/store-password")"
+  cat <<EOF
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$pw";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/broker.p12
+ssl.keystore.password=$store
+ssl.key.password=$store
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.ssl.ssl.client.auth=required
+EOF
+}
+
 write_props() {
+  local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if sasl_ssl_on; then
+    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT,SSL://127.0.0.1:$MTLS_PORT"
+    protocols+=",SASL_SSL:SASL_SSL,SSL:SSL"
+  fi
   cat >"$PROPS" <<EOF
 # Written by .ci/kafka.sh; single-node KRaft broker for tests only.
 process.roles=broker,controller
 node.id=1
 # Dynamic quorum (KIP-853), formatted with --standalone.
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=$listeners
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$DATA_DIR
 
 num.partitions=1
@@ -148,6 +215,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 EOF
+  if sasl_ssl_on; then sasl_ssl_props >>"$PROPS"; fi
 }
 
 cmd_start() {
@@ -164,7 +232,9 @@ cmd_start() {
     log "a broker from an earlier run is still up (pid $pid); stopping it first"
     KEEP_KAFKA_DATA='' cmd_stop
   fi
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  local ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+  if sasl_ssl_on; then ports+=("$SASL_SSL_PORT" "$MTLS_PORT"); fi
+  for p in "${ports[@]}"; do
     port_busy "$p" && die "port $p is already in use by another process (set KAFKA_PORT to move)"
   done
 
@@ -172,6 +242,7 @@ cmd_start() {
     rm -rf "$STATE_DIR"
   fi
   mkdir -p "$DATA_DIR" "$LOG_DIR"
+  if sasl_ssl_on; then make_tls; fi
   write_props
 
   local t0
@@ -179,8 +250,15 @@ cmd_start() {
   if [[ ! -f $DATA_DIR/meta.properties ]]; then
     local cluster_id
     cluster_id="$(java -cp "$(java_cp)" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/format.log")"
+    local scram=()
+    if sasl_ssl_on; then
+      # SCRAM credentials live in the cluster metadata; KRaft takes them at format.
+      local pw
+      pw="$(cat "$TLS_DIR/sasl-password")"
+      scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$pw]" --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$pw]")
+    fi
     if ! java -cp "$(java_cp)" -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
-          kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --standalone \
+          kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --standalone "${scram[@]}" \
           >>"$LOG_DIR/format.log" 2>&1; then
       cat "$LOG_DIR/format.log" >&2
       die "storage format failed"
@@ -217,6 +295,7 @@ cmd_start() {
     sleep 0.5
   done
   log "broker up on $BOOTSTRAP (pid $(cat "$PID_FILE"), data $DATA_DIR) in $(elapsed "$t0")s"
+  if sasl_ssl_on; then log "SASL_SSL listener on 127.0.0.1:$SASL_SSL_PORT, mutual TLS on 127.0.0.1:$MTLS_PORT (CA $TLS_DIR/ca.pem)"; fi
 }
 
 cmd_stop() {
@@ -264,6 +343,35 @@ cmd_status() {
   fi
 }
 
+# A stall, not a crash: the process keeps its sockets and state but answers
+# nothing, as a broker in a long GC pause or on a frozen VM does. SIGCONT is
+# sent however this script ends, so a cancelled stall never leaves the
+# broker stopped.
+cmd_stall() {
+  local secs="${1:-}"
+  [[ $secs =~ ^[0-9]+$ ]] || die "usage: kafka.sh stall SECONDS"
+  STALLED_PID="$(running_pid)" || die "broker not running"
+  trap 'kill -CONT "$STALLED_PID" 2>/dev/null || true' EXIT
+  log "stalling broker (pid $STALLED_PID) for ${secs}s"
+  kill -STOP "$STALLED_PID"
+  sleep "$secs"
+  kill -CONT "$STALLED_PID"
+  log "broker (pid $STALLED_PID) continued"
+}
+
+cmd_sasl_env() {
+  [[ -f $TLS_DIR/ca.pem ]] || die "no SASL_SSL listener here (start with KAFKA_SASL_SSL=1)"
+  cat <<EOF
+export PAYOUTD_KAFKA_SASL_SSL_BROKERS=127.0.0.1:$SASL_SSL_PORT
+export PAYOUTD_KAFKA_SASL_SSL_CA_FILE=$TLS_DIR/ca.pem
+export PAYOUTD_KAFKA_SASL_SSL_USER=$SASL_USER
+export PAYOUTD_KAFKA_SASL_SSL_PASSWORD_FILE=$TLS_DIR/sasl-password
+export PAYOUTD_KAFKA_MTLS_BROKERS=127.0.0.1:$MTLS_PORT
+export PAYOUTD_KAFKA_MTLS_CERT_FILE=$TLS_DIR/client.pem
+export PAYOUTD_KAFKA_MTLS_KEY_FILE=$TLS_DIR/client.key
+EOF
+}
+
 cmd_topic() {
   [[ $# -ge 1 ]] || die "usage: kafka.sh topic NAME [PARTITIONS]"
   cmd_fetch
@@ -276,8 +384,10 @@ case "${1:-}" in
   stop) cmd_stop ;;
   restart) cmd_restart ;;
   status) cmd_status ;;
+  stall) shift; cmd_stall "$@" ;;
+  sasl-env) cmd_sasl_env ;;
   topic) shift; cmd_topic "$@" ;;
   logs) tail -n "${2:-50}" "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null || log "no broker logs in $LOG_DIR" ;;
   libs) echo "$LIBS_DIR" ;;   # for scripts that want to run other Kafka classes
-  *) echo "usage: $0 {fetch|start|stop|restart|status|topic NAME [PARTITIONS]|logs [N]|libs}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fetch|start|stop|restart|status|stall SECONDS|sasl-env|topic NAME [PARTITIONS]|logs [N]|libs}" >&2; exit 2 ;;
 esac

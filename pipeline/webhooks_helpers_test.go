@@ -59,7 +59,7 @@ func newWebhookWorld(t *testing.T, o worldOptions) *webhookWorld {
 		Topics: e.topics, Keys: calypso.WebhookKeys{whPubKey: whSecret, "wh-pub-old": "wh-secret-old"},
 		// Generous: on a loaded broker a commit can take seconds, and these
 		// tests are not about timing (the Kafka-down test sets its own).
-		AckTimeout: 15 * time.Second, TransactionalID: e.topics.WebhooksRaw + ".ingress", Logger: testLogger(t),
+		AckTimeout: 15 * time.Second, Logger: testLogger(t), Health: pipeline.NewHealth(),
 	}
 	if o.ingress != nil {
 		o.ingress(&icfg)
@@ -70,6 +70,9 @@ func newWebhookWorld(t *testing.T, o worldOptions) *webhookWorld {
 	}
 	w.ingress = in
 	runComponent(t, in.Run)
+	if o.kafka == nil { // with a cut link (the Kafka-down test) it cannot get ready
+		waitReady(t, icfg.Health, pipeline.PartIngressDedup, time.Minute)
+	}
 	hooks := httptest.NewServer(in)
 	t.Cleanup(hooks.Close)
 

@@ -62,12 +62,13 @@ func parseAccount(spec string) (accountSpec, error) {
 }
 
 // redactPart keeps a malformed part's shape without its content: it may be
-// a secret missing its "secret=".
+// a secret missing its "secret=", so nothing of a value is shown, only the
+// name before a "=".
 func redactPart(s string) string {
-	if len(s) <= 4 {
-		return "…"
+	if k, _, ok := strings.Cut(strings.TrimSpace(s), "="); ok {
+		return k + "=…"
 	}
-	return s[:2] + "…"
+	return "…"
 }
 
 // readLines returns the non-empty, non-comment lines of a file.

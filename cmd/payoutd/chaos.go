@@ -96,7 +96,6 @@ func componentArgs(prefix string, t events.Topics, brokers []string, component s
 		"--submitter-group=" + prefix + "-submitter",
 		fmt.Sprintf("--batcher-transactional-id=%s-batcher-%d", prefix, i),
 		fmt.Sprintf("--submitter-transactional-id=%s-submitter-%d", prefix, i),
-		fmt.Sprintf("--ingress-transactional-id=%s-ingress-%d", prefix, i),
 		"--tracker-transactional-id=" + prefix + "-tracker",
 		"--batcher-max-wait=300ms",
 		"--submitter-retry-delay=1s",

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -108,11 +107,3 @@ func (c *completionCmd) run(_ context.Context, out io.Writer) error {
 	_, err = fmt.Fprintf(out, "# Add to your shell's startup file, or eval it:\n%s\n", line)
 	return err
 }
-
-// secretAssignment matches "secret=…", "password=…", "token=…" (and
-// longer names ending so) in text the parser echoes from the command line,
-// e.g. "unexpected argument secret=hunter2" from a mistyped account flag.
-var secretAssignment = regexp.MustCompile(`(?i)((?:secret|password|token)[a-z_-]*)=[^\s,;]+`)
-
-// redactSecrets hides the value of every secret-looking assignment.
-func redactSecrets(s string) string { return secretAssignment.ReplaceAllString(s, "${1}=[REDACTED]") }

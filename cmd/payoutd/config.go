@@ -26,6 +26,14 @@ type kafkaFlags struct {
 	SASLUser         string         `name:"kafka-sasl-user" env:"PAYOUTD_KAFKA_SASL_USER" help:"SASL user name."`
 	SASLPassword     calypso.Secret `name:"kafka-sasl-password" env:"PAYOUTD_KAFKA_SASL_PASSWORD" help:"SASL password. Prefer --kafka-sasl-password-file."`
 	SASLPasswordFile string         `name:"kafka-sasl-password-file" env:"PAYOUTD_KAFKA_SASL_PASSWORD_FILE" placeholder:"PATH" help:"File holding the SASL password (trailing newline ignored)."`
+	SASLPlainNoTLS   bool           `name:"kafka-sasl-plain-without-tls" env:"PAYOUTD_KAFKA_SASL_PLAIN_WITHOUT_TLS" help:"Allow SASL PLAIN without TLS, which sends the password in clear (a broker on loopback in tests only)."`
+
+	inlinePassword bool // the SASL password was given inline, not from a file
+}
+
+// tlsOn reports whether the connection to Kafka uses TLS.
+func (k *kafkaFlags) tlsOn() bool {
+	return k.TLS || k.TLSCA != "" || k.TLSCert != "" || k.TLSInsecure || k.TLSServerName != ""
 }
 
 func (k *kafkaFlags) validate(p *problems) {
@@ -54,13 +62,18 @@ func (k *kafkaFlags) validate(p *problems) {
 			p.add(mech, "is required when a SASL user or password is set")
 		}
 		return
-	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	case "PLAIN":
+		if !k.tlsOn() && !k.SASLPlainNoTLS {
+			p.add(mech, "PLAIN without TLS sends the password in clear: set --kafka-tls (and --kafka-tls-ca-file), use SCRAM, or --kafka-sasl-plain-without-tls for a test broker")
+		}
+	case "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
 		p.add(mech, "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", k.SASLMechanism)
 	}
 	if k.SASLUser == "" {
 		p.add("--kafka-sasl-user (PAYOUTD_KAFKA_SASL_USER)", "is required with SASL")
 	}
+	k.inlinePassword = k.SASLPassword != ""
 	k.SASLPassword = secretFrom(p, "--kafka-sasl-password (PAYOUTD_KAFKA_SASL_PASSWORD)",
 		"--kafka-sasl-password-file (PAYOUTD_KAFKA_SASL_PASSWORD_FILE)", k.SASLPassword, k.SASLPasswordFile)
 	if k.SASLPassword == "" {

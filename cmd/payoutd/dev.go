@@ -159,7 +159,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 			MaxWait: 300 * time.Millisecond, Accounts: ids},
 		submitter: pipeline.SubmitterConfig{Group: prefix + "-submitter", TransactionalID: prefix + "-submitter-" + runID,
 			CheckBalance: true, DeferDelay: time.Second, MaxDeferDelay: 5 * time.Second, RetryDelay: time.Second},
-		ingress:     pipeline.IngressConfig{Keys: calypso.WebhookKeys{devWebhookKey: devWebhookSecret}, TransactionalID: prefix + "-ingress-" + runID},
+		ingress:     pipeline.IngressConfig{Keys: calypso.WebhookKeys{devWebhookKey: devWebhookSecret}},
 		ingressAddr: d.IngressAddr,
 		tracker:     pipeline.TrackerConfig{TransactionalID: prefix + "-tracker-" + runID, PollAfter: time.Second, CallTimeout: 10 * time.Second},
 	})
@@ -172,11 +172,11 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 	sb := sandbox.New(sbCfg)
 	sbCtx, stopSandbox := context.WithCancel(context.Background())
 	sbDone := make(chan error, 1)
-	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, log) }()
+	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, "", log) }()
 	defer func() { stopSandbox(); <-sbDone }()
 
 	m.reg.MustRegister(newLagCollector(adm, prefix+"-batcher", prefix+"-submitter"))
-	ops, err := newOpsServer(d.OpsAddr, m, adm, st.ready, log)
+	ops, err := newOpsServer(d.OpsAddr, m, st.health, st.ready, log)
 	if err != nil {
 		return err
 	}

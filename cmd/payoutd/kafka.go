@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -29,7 +32,7 @@ func (k *kafkaFlags) clientOpts(log *slog.Logger, hooks ...kgo.Hook) ([]kgo.Opt,
 	if len(hooks) > 0 {
 		opts = append(opts, kgo.WithHooks(hooks...))
 	}
-	if k.TLS || k.TLSCA != "" || k.TLSCert != "" || k.TLSInsecure || k.TLSServerName != "" {
+	if k.tlsOn() {
 		cfg, err := k.tlsConfig()
 		if err != nil {
 			return nil, err
@@ -88,6 +91,46 @@ func pingKafka(ctx context.Context, adm *kadm.Client, timeout time.Duration) err
 		return fmt.Errorf("kafka does not answer: %w", err)
 	}
 	return nil
+}
+
+// errKafkaRefused says the cluster answered but refused this client: a
+// wrong password or mechanism, or a certificate not trusted either way.
+// Retrying does not help, so the start fails with it.
+var errKafkaRefused = errors.New("kafka refuses this client; check --kafka-tls-* and --kafka-sasl-*")
+
+// checkKafkaAccess is the start-up check of the TLS and SASL settings: a
+// refusal (errKafkaRefused) fails the start with the reason; a cluster that
+// does not answer yet only warns, since the components wait for it anyway.
+func checkKafkaAccess(ctx context.Context, adm *kadm.Client, log *slog.Logger, timeout time.Duration) error {
+	err := pingKafka(ctx, adm, timeout)
+	switch {
+	case err == nil:
+		return nil
+	case refusedByKafka(err):
+		return fmt.Errorf("%w: %w", errKafkaRefused, err)
+	}
+	log.Warn("kafka does not answer yet; starting anyway", "error", err)
+	return nil
+}
+
+// refusedByKafka reports an authentication or certificate failure.
+func refusedByKafka(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		op        *net.OpError
+	)
+	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.Is(err, kerr.IllegalSaslState) || errors.Is(err, kerr.ClusterAuthorizationFailed) ||
+		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert) ||
+		// A TLS alert from the broker ("remote error: tls: bad
+		// certificate"): it refused our client certificate, or its lack.
+		errors.As(err, &op) && op.Op == "remote error"
 }
 
 // newAdminFrom wraps an existing client; closing it is the client's owner's job.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -70,7 +72,9 @@ func mainExit(args []string) int {
 	kongplete.Complete(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		parser.Errorf("%s", redactSecrets(err.Error()))
+		// kong quotes the argument it could not place ("unexpected
+		// argument secret=…"), which may be a secret split off its flag.
+		parser.Errorf("%s", redactArgs(err.Error(), args, parser.Model.Node))
 		return exitUsage
 	}
 	cmd, ok := kctx.Selected().Target.Addr().Interface().(command)
@@ -118,6 +122,49 @@ func newParser(c *cli, probs *problems) (*kong.Kong, error) {
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
 	}, probs.lenientMappers()...)
 	return kong.New(c, opts...)
+}
+
+// redactArgs removes from a command-line error every value the command line
+// carried: the part after "=" of an argument, and any bare argument that is
+// not a command name, except file paths. The names of flags and commands stay, so the error
+// still says what was wrong.
+func redactArgs(msg string, args []string, root *kong.Node) string {
+	commands := map[string]bool{}
+	var walk func(*kong.Node)
+	walk = func(n *kong.Node) {
+		for _, c := range n.Children {
+			commands[c.Name] = true
+			walk(c)
+		}
+	}
+	walk(root)
+	// A path is not a secret (a secret file's name is what an operator
+	// needs to see when it cannot be read): values of --…-file, --…-dir and
+	// --config stay.
+	isPath := func(flag string) bool {
+		flag = strings.TrimLeft(flag, "-")
+		return flag == "config" || strings.HasSuffix(flag, "-file") || strings.HasSuffix(flag, "-dir")
+	}
+	var values []string
+	prev := ""
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			if !(strings.HasPrefix(k, "-") && isPath(k)) {
+				values = append(values, v)
+			}
+		} else if !strings.HasPrefix(a, "-") && !commands[a] && !isPath(prev) {
+			values = append(values, a)
+		}
+		prev = a
+	}
+	// Longest first, so a value containing another is removed whole.
+	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
+	for _, v := range values {
+		if v != "" {
+			msg = strings.ReplaceAll(msg, v, "…")
+		}
+	}
+	return msg
 }
 
 // failure ends a command with a chosen exit code, e.g. when an audit found

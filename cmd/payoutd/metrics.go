@@ -94,8 +94,11 @@ func (m *metrics) ingress(in *pipeline.Ingress) {
 	}
 	m.counter("ingress_webhooks_untyped_total", "Webhooks archived raw only, by why.", prometheus.Labels{"why": "unknown_type"}, &s.UnknownTypes)
 	m.counter("ingress_webhooks_untyped_total", "Webhooks archived raw only, by why.", prometheus.Labels{"why": "unmapped"}, &s.Unmapped)
-	m.counter("transactions_total", "Kafka transactions by component and result.", txn("ingress", "commit"), &s.Commits)
-	m.counter("transactions_total", "Kafka transactions by component and result.", txn("ingress", "abort"), &s.Aborts)
+	m.counter("ingress_webhooks_untyped_total", "Webhooks archived raw only, by why.", prometheus.Labels{"why": "duplicate"}, &s.Duplicates)
+	m.counter("ingress_overloaded_total", "Webhooks answered 503 at once because --ingress-max-concurrent were in progress.", nil, &s.Overloaded)
+	m.counter("ingress_kafka_writes_total", "Webhooks written to Kafka (typed, then raw), by result.", prometheus.Labels{"result": "ok"}, &s.Commits)
+	m.counter("ingress_kafka_writes_total", "Webhooks written to Kafka (typed, then raw), by result.", prometheus.Labels{"result": "failed"}, &s.WriteFailures)
+	m.counter("ingress_producer_restarts_total", "Ingress producers replaced after a fatal error or a stall.", nil, &s.ProducerRestarts)
 }
 
 func (m *metrics) tracker(t *pipeline.Tracker) {

@@ -2,28 +2,42 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/payoutd/payoutd/pipeline"
 )
 
 // opsServer serves what an operator and an orchestrator look at:
 //
 //	/metrics  Prometheus
 //	/healthz  the process is alive (always 200 while it serves)
-//	/readyz   200 only when Kafka answers and every selected component runs
+//	/readyz   200 only when every selected component runs and every part
+//	          in Health is ready; ?verbose lists each part and why
+//
+// /readyz answers from what the components keep in Health (their sessions,
+// the submitter's lanes, the ingress's producer, the batcher's catch-up), so
+// a probe costs no Kafka round trip and says why, not only whether.
 type opsServer struct {
 	srv *http.Server
 	ln  net.Listener
 }
 
-func newOpsServer(addr string, m *metrics, adm *kadm.Client, ready func() (bool, string), log *slog.Logger) (*opsServer, error) {
+// readyzReport is /readyz?verbose's body.
+type readyzReport struct {
+	Ready bool                  `json:"ready"`
+	Parts []pipeline.PartHealth `json:"parts"`
+}
+
+func newOpsServer(addr string, m *metrics, health *pipeline.Health, running func() (bool, string), log *slog.Logger) (*opsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops listen %s: %w", addr, err)
@@ -32,19 +46,36 @@ func newOpsServer(addr string, m *metrics, adm *kadm.Client, ready func() (bool,
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if adm != nil {
-			if err := pingKafka(r.Context(), adm, 2*time.Second); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
+		ok, parts := health.Check()
+		if up, why := running(); !up {
+			ok = false
+			parts = append([]pipeline.PartHealth{{Part: "process", Ready: false, Reason: why}}, parts...)
 		}
-		if ok, why := ready(); !ok {
-			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+		status := http.StatusOK
+		if !ok {
+			status = http.StatusServiceUnavailable
+		}
+		if r.URL.Query().Has("verbose") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(readyzReport{Ready: ok, Parts: parts})
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		if ok {
+			fmt.Fprintln(w, "ready")
+			return
+		}
+		var why []string
+		for _, p := range parts {
+			if !p.Ready {
+				why = append(why, p.Part+": "+p.Reason)
+			}
+		}
+		http.Error(w, "not ready: "+strings.Join(why, "; "), status)
 	})
-	return &opsServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+	return &opsServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}, nil
 }
 
 func (o *opsServer) url() string { return "http://" + o.ln.Addr().String() }

@@ -29,8 +29,7 @@ func TestReplayReproducesOutcomes(t *testing.T) {
 	tt := newTestTopics(t)
 	tt.ensure(t, c, 2)
 
-	in, err := pipeline.NewIngress(pipeline.IngressConfig{Topics: tt.Topics, Keys: calypso.WebhookKeys{"wk": "ws"},
-		TransactionalID: kafkatest.Name(t, "ingress")}, kgo.SeedBrokers(c.Seeds...))
+	in, err := pipeline.NewIngress(pipeline.IngressConfig{Topics: tt.Topics, Keys: calypso.WebhookKeys{"wk": "ws"}}, kgo.SeedBrokers(c.Seeds...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ type runCmd struct {
 	CalypsoURL          string        `name:"calypso-url" env:"PAYOUTD_CALYPSO_URL" help:"Calypso API base URL, e.g. https://api.calypso.finance. Required for submitter and tracker; there is no default, so production is never reached by accident."`
 	CalypsoAccounts     []string      `name:"calypso-account" env:"PAYOUTD_CALYPSO_ACCOUNTS" sep:";" placeholder:"id=ID,key=KEY,secret=SECRET" help:"A Calypso merchant account: id=…,key=…,secret=… or secret-file=PATH. Repeat the flag, or separate accounts with ';' in the variable."`
 	CalypsoAccountsFile string        `name:"calypso-accounts-file" env:"PAYOUTD_CALYPSO_ACCOUNTS_FILE" placeholder:"PATH" help:"File with one account per line, same syntax as --calypso-account ('#' comments)."`
+	CalypsoInsecureHTTP bool          `name:"calypso-insecure-http" env:"PAYOUTD_CALYPSO_INSECURE_HTTP" help:"Allow a plain http:// --calypso-url to a host other than loopback (a sandbox on a private network); never for the real Calypso."`
 	CalypsoTimeout      time.Duration `name:"calypso-timeout" env:"PAYOUTD_CALYPSO_TIMEOUT" default:"30s" help:"Timeout of one Calypso HTTP attempt."`
 	CalypsoRateLimit    float64       `name:"calypso-rate-limit" env:"PAYOUTD_CALYPSO_RATE_LIMIT" default:"5" help:"Requests per second per account towards Calypso (negative: unlimited)."`
 	CalypsoMaxAttempts  int           `name:"calypso-max-attempts" env:"PAYOUTD_CALYPSO_MAX_ATTEMPTS" default:"4" help:"Tries of one Calypso call on retryable errors, the first included."`
@@ -41,9 +42,11 @@ type runCmd struct {
 
 	BatcherGroup      string        `name:"batcher-group" env:"PAYOUTD_BATCHER_GROUP" default:"payoutd-batcher" help:"Consumer group of the batcher."`
 	SubmitterGroup    string        `name:"submitter-group" env:"PAYOUTD_SUBMITTER_GROUP" default:"payoutd-submitter" help:"Consumer group of the submitter."`
-	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: group-hostname, so a restart fences its predecessor). Unique per instance."`
-	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: group-hostname). Unique per instance."`
-	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" help:"Transactional id of the ingress (default: payoutd-ingress-hostname). Unique per instance."`
+	InstanceID        string        `name:"instance-id" env:"PAYOUTD_INSTANCE_ID" help:"This process's stable name among its peers; the batcher's and submitter's transactional and static member ids are GROUP-INSTANCE. Default: a StatefulSet pod's hostname (name-ORDINAL), else hostname-PID (unique on a host; stable only where the PID is, e.g. a container's PID 1). Unique per process."`
+	InstanceIDWait    time.Duration `name:"instance-id-wait" env:"PAYOUTD_INSTANCE_ID_WAIT" default:"50s" help:"At start, how long a member holding one of this process's ids from another address may take to go (a predecessor's session expiring) before the start fails as a collision."`
+	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: batcher-group-INSTANCE, see --instance-id). Unique per process."`
+	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: submitter-group-INSTANCE). Unique per process."`
+	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" hidden:"" help:"Ignored: the ingress writes with an idempotent, non-transactional producer."`
 	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher and submitter groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
 	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
 	BatcherMaxWait    time.Duration `name:"batcher-max-wait" env:"PAYOUTD_BATCHER_MAX_WAIT" default:"2s" help:"A batching window closes this long after its first record."`
@@ -66,13 +69,17 @@ type runCmd struct {
 
 	IngressAddr       string        `name:"ingress-addr" env:"PAYOUTD_INGRESS_ADDR" default:":8080" help:"Listen address of the webhook endpoint (POST /webhooks/calypso)."`
 	IngressAckTimeout time.Duration `name:"ingress-ack-timeout" env:"PAYOUTD_INGRESS_ACK_TIMEOUT" default:"5s" help:"How long a webhook waits for Kafka's acknowledgement before 503."`
-	OpsAddr           string        `name:"ops-addr" env:"PAYOUTD_OPS_ADDR" default:":9464" help:"Listen address of /metrics, /healthz and /readyz."`
+	IngressMaxBody    int64         `name:"ingress-max-body" env:"PAYOUTD_INGRESS_MAX_BODY" default:"262144" help:"Largest webhook body read, in bytes; larger is 413 (webhooks are about 1 KB). At most 995904, below the producer's record limit."`
+	IngressMaxConc    int           `name:"ingress-max-concurrent" env:"PAYOUTD_INGRESS_MAX_CONCURRENT" default:"512" help:"Webhook requests handled at once; beyond it 503 at once (Calypso retries)."`
+	IngressDedup      time.Duration `name:"ingress-dedup-window" env:"PAYOUTD_INGRESS_DEDUP_WINDOW" default:"92h" help:"How long an archived webhook body is remembered; a repeat within it is answered 200 and not archived again. Keep it above Calypso's retry span (about 91h)."`
+	OpsAddr           string        `name:"ops-addr" env:"PAYOUTD_OPS_ADDR" default:"127.0.0.1:9464" help:"Listen address of /metrics, /healthz and /readyz. Loopback by default; set e.g. :9464 to let a scraper in."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"PAYOUTD_SHUTDOWN_TIMEOUT" default:"30s" help:"On SIGINT/SIGTERM, how long to finish webhooks in flight, close windows and end transactions."`
 
 	// Resolved by validate.
-	accounts []accountSpec
-	keys     calypso.WebhookKeys
-	maxFee   map[string]calypso.Amount
+	inlineSecrets []string // settings whose secrets were given inline, to warn about
+	accounts      []accountSpec
+	keys          calypso.WebhookKeys
+	maxFee        map[string]calypso.Amount
 }
 
 func (r *runCmd) has(c string) bool { return slices.Contains(r.Components, c) }
@@ -104,6 +111,7 @@ func (r *runCmd) validate(p *problems) {
 		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
 		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
 		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
+		"--ingress-dedup-window (PAYOUTD_INGRESS_DEDUP_WINDOW)":           r.IngressDedup,
 		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
 	} {
 		positive(p, name, d)
@@ -117,6 +125,7 @@ func (r *runCmd) validate(p *problems) {
 		"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)": r.MaxRecordBytes,
 		"--tracker-workers (PAYOUTD_TRACKER_WORKERS)":                   r.TrackerWorkers,
 		"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)":         r.CalypsoMaxAttempts,
+		"--ingress-max-concurrent (PAYOUTD_INGRESS_MAX_CONCURRENT)":     r.IngressMaxConc,
 	} {
 		if n <= 0 {
 			p.add(name, "must be a positive number, got %d", n)
@@ -135,6 +144,9 @@ func (r *runCmd) validate(p *problems) {
 	if r.has("ingress") {
 		checkAddr(p, "--ingress-addr (PAYOUTD_INGRESS_ADDR)", r.IngressAddr)
 	}
+	if limit := int64(pipeline.MaxRecordBytes - 4<<10); r.IngressMaxBody <= 0 || r.IngressMaxBody > limit {
+		p.add("--ingress-max-body (PAYOUTD_INGRESS_MAX_BODY)", "must be between 1 and %d bytes (below the producer's record limit), got %d", limit, r.IngressMaxBody)
+	}
 	checkAddr(p, "--ops-addr (PAYOUTD_OPS_ADDR)", r.OpsAddr)
 }
 
@@ -147,7 +159,9 @@ func (r *runCmd) validateCalypso(p *problems) {
 			p.add(urlFlag, "is required for the submitter and tracker (no default, so production is never reached by accident)")
 		}
 	} else if u, err := url.Parse(r.CalypsoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add(urlFlag, "must be an absolute http(s) URL, got %q", r.CalypsoURL)
+		p.add(urlFlag, "must be an absolute http(s) URL")
+	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !r.CalypsoInsecureHTTP {
+		p.add(urlFlag, "is plain http:// to %s: payouts and their signatures would cross the network unencrypted; use https://, or --calypso-insecure-http (PAYOUTD_CALYPSO_INSECURE_HTTP) for a sandbox", u.Host)
 	}
 	specs := nonEmpty(r.CalypsoAccounts)
 	if r.CalypsoAccountsFile != "" {
@@ -158,6 +172,12 @@ func (r *runCmd) validateCalypso(p *problems) {
 		specs = append(specs, lines...)
 	}
 	seen := map[string]bool{}
+	for _, s := range nonEmpty(r.CalypsoAccounts) {
+		if strings.Contains(s, "secret=") {
+			r.inlineSecrets = append(r.inlineSecrets, accFlag+" secret=")
+			break
+		}
+	}
 	for _, s := range specs {
 		a, err := parseAccount(s)
 		if err != nil {
@@ -185,11 +205,18 @@ func (r *runCmd) validateWebhookKeys(p *problems) {
 		}
 		specs = append(specs, lines...)
 	}
+	if len(nonEmpty(r.WebhookKeys)) > 0 {
+		r.inlineSecrets = append(r.inlineSecrets, keyFlag)
+	}
 	r.keys = calypso.WebhookKeys{}
 	for _, s := range specs {
 		k, v, err := parseWebhookKey(s)
 		if err != nil {
 			p.add(keyFlag, "%v", err)
+			continue
+		}
+		if _, dup := r.keys[k]; dup {
+			p.add(keyFlag, "public key %q is configured twice (one secret would silently replace the other)", k)
 			continue
 		}
 		r.keys[k] = v
@@ -212,6 +239,13 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	if host == "" {
 		host = "unknown"
 	}
+	if r.kafkaFlags.inlinePassword {
+		r.inlineSecrets = append(r.inlineSecrets, "--kafka-sasl-password (PAYOUTD_KAFKA_SASL_PASSWORD)")
+	}
+	for _, setting := range r.inlineSecrets {
+		log.Warn("a secret is given inline; prefer its file setting (an inline secret shows in the process list, shell history and container specs)",
+			"setting", setting)
+	}
 	m := newMetrics()
 	kopts, err := r.kafkaFlags.clientOpts(log, newKafkaMetrics(m.reg))
 	if err != nil {
@@ -222,6 +256,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer adm.Close()
+	if err := checkKafkaAccess(ctx, adm, log, 20*time.Second); err != nil {
+		return err
+	}
 
 	accounts := pipeline.Accounts{}
 	var ids []string
@@ -246,12 +283,24 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		}
 		return def
 	}
-	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+host)
-	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+host)
+	instance := instanceName(r.InstanceID, host, os.Getpid(), inKubernetes())
+	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+instance)
+	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+instance)
 	var batcherInstance, submitterInstance string
 	if r.StaticMembership {
 		batcherInstance, submitterInstance = batcherTxnID, submitterTxnID
+		held := map[string]string{}
+		if r.has("batcher") {
+			held[r.BatcherGroup] = batcherInstance
+		}
+		if r.has("submitter") {
+			held[r.SubmitterGroup] = submitterInstance
+		}
+		if err := checkInstanceIDs(ctx, adm, log, held, ownAddress, r.InstanceIDWait); err != nil {
+			return err
+		}
 	}
+	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", r.TrackerTxnID)
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
 		batcher: pipeline.BatcherConfig{
@@ -265,7 +314,8 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			DeferDelay: r.DeferDelay, MaxDeferDelay: r.MaxDeferDelay, RetryDelay: r.RetryDelay,
 		},
 		ingress: pipeline.IngressConfig{
-			Keys: r.keys, AckTimeout: r.IngressAckTimeout, TransactionalID: orDefault(r.IngressTxnID, "payoutd-ingress-"+host),
+			Keys: r.keys, AckTimeout: r.IngressAckTimeout, MaxBody: r.IngressMaxBody, MaxConcurrent: r.IngressMaxConc,
+			DedupWindow: r.IngressDedup,
 		},
 		ingressAddr: r.IngressAddr,
 		tracker: pipeline.TrackerConfig{
@@ -285,7 +335,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	if len(groups) > 0 {
 		m.reg.MustRegister(newLagCollector(adm, groups...))
 	}
-	ops, err := newOpsServer(r.OpsAddr, m, adm, st.ready, log)
+	ops, err := newOpsServer(r.OpsAddr, m, st.health, st.ready, log)
 	if err != nil {
 		if st.ingressLn != nil {
 			st.ingressLn.Close()

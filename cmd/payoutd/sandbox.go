@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,7 @@ import (
 
 // sandboxCmd serves the Calypso sandbox alone, as docker-compose runs it.
 type sandboxCmd struct {
-	Listen   string   `name:"listen" env:"PAYOUTD_SANDBOX_LISTEN" default:":8081" help:"Listen address of the sandbox API and /sandbox/ introspection."`
+	Listen   string   `name:"listen" env:"PAYOUTD_SANDBOX_LISTEN" default:"127.0.0.1:8081" help:"Listen address of the sandbox API and /sandbox/ introspection. Loopback by default; beyond it --introspection-token is required."`
 	Accounts []string `name:"account" env:"PAYOUTD_SANDBOX_ACCOUNTS" sep:";" placeholder:"id=ID,key=KEY,secret=SECRET,balance=CUR:AMOUNT" help:"A merchant account with its API key pair and balances (balance=CUR:AMOUNT, repeatable). Repeat the flag, or separate accounts with ';'."`
 	Fees     []string `name:"fee" env:"PAYOUTD_SANDBOX_FEES" placeholder:"CUR=FIXED" help:"Fixed fee per withdrawal of a currency (default: free)."`
 
@@ -26,13 +27,17 @@ type sandboxCmd struct {
 	WebhookSecret     calypso.Secret `name:"webhook-secret" env:"PAYOUTD_SANDBOX_WEBHOOK_SECRET" help:"Secret that signs the webhooks."`
 	WebhookSecretFile string         `name:"webhook-secret-file" env:"PAYOUTD_SANDBOX_WEBHOOK_SECRET_FILE" placeholder:"PATH" help:"File holding --webhook-secret."`
 
+	IntrospectionToken     calypso.Secret `name:"introspection-token" env:"PAYOUTD_SANDBOX_INTROSPECTION_TOKEN" help:"Bearer token the /sandbox/ endpoints (balances, confirm, cancel, records) require; required when --listen is not loopback. Prefer --introspection-token-file."`
+	IntrospectionTokenFile string         `name:"introspection-token-file" env:"PAYOUTD_SANDBOX_INTROSPECTION_TOKEN_FILE" placeholder:"PATH" help:"File holding --introspection-token."`
+
 	TimeScale    float64       `name:"time-scale" env:"PAYOUTD_SANDBOX_TIME_SCALE" default:"1" help:"Multiplies every delay (steps, webhook retries); 0.001 turns seconds into milliseconds."`
 	StepDelay    time.Duration `name:"step-delay" env:"PAYOUTD_SANDBOX_STEP_DELAY" default:"2s" help:"Unscaled pause between a payout's automatic state changes."`
 	Verification bool          `name:"verification" env:"PAYOUTD_SANDBOX_VERIFICATION" help:"New payouts wait in PENDING_CONFIRMATION for POST /sandbox/payouts/{id}/confirm."`
 	faultFlags   `embed:""`
 	logFlags     `embed:""`
 
-	cfg sandbox.Config
+	cfg    sandbox.Config
+	inline []string // settings whose secrets were given inline, to warn about
 }
 
 // faultFlags inject Calypso's failures: probabilities in [0,1].
@@ -80,6 +85,17 @@ func (s *sandboxCmd) validate(p *problems) {
 	s.logFlags.validate(p)
 	s.faultFlags.validate(p)
 	checkAddr(p, "--listen (PAYOUTD_SANDBOX_LISTEN)", s.Listen)
+	if s.IntrospectionToken != "" {
+		s.inline = append(s.inline, "--introspection-token (PAYOUTD_SANDBOX_INTROSPECTION_TOKEN)")
+	}
+	if s.WebhookSecret != "" {
+		s.inline = append(s.inline, "--webhook-secret (PAYOUTD_SANDBOX_WEBHOOK_SECRET)")
+	}
+	s.IntrospectionToken = secretFrom(p, "--introspection-token", "--introspection-token-file (PAYOUTD_SANDBOX_INTROSPECTION_TOKEN_FILE)",
+		s.IntrospectionToken, s.IntrospectionTokenFile)
+	if !isLoopback(s.Listen) && s.IntrospectionToken == "" {
+		p.add("--listen (PAYOUTD_SANDBOX_LISTEN)", "%q is reachable beyond this host: set --introspection-token (PAYOUTD_SANDBOX_INTROSPECTION_TOKEN) so /sandbox/ (balances, confirm, cancel) is not open to anyone, or listen on loopback", s.Listen)
+	}
 	if s.TimeScale <= 0 {
 		p.add("--time-scale (PAYOUTD_SANDBOX_TIME_SCALE)", "must be positive, got %v", s.TimeScale)
 	}
@@ -136,6 +152,10 @@ func parseSandboxAccount(spec string) (string, sandbox.Account, error) {
 func (s *sandboxCmd) run(ctx context.Context, out io.Writer) error {
 	log := s.logFlags.logger()
 	s.cfg.Logger = log.With("component", "sandbox")
+	for _, setting := range s.inline {
+		log.Warn("a secret is given inline; prefer its file setting (an inline secret shows in the process list, shell history and container specs)",
+			"setting", setting)
+	}
 	sb := sandbox.New(s.cfg)
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
@@ -144,12 +164,14 @@ func (s *sandboxCmd) run(ctx context.Context, out io.Writer) error {
 	}
 	log.Info("Calypso sandbox serving", "url", "http://"+ln.Addr().String(), "accounts", len(s.cfg.Accounts),
 		"webhooks", s.WebhookURL, "time_scale", s.TimeScale)
-	return serveSandbox(ctx, sb, ln, log)
+	return serveSandbox(ctx, sb, ln, s.IntrospectionToken, log)
 }
 
-// serveSandbox serves sb on ln until ctx ends, then stops both.
-func serveSandbox(ctx context.Context, sb *sandbox.Sandbox, ln net.Listener, log *slog.Logger) error {
-	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+// serveSandbox serves sb on ln until ctx ends, then stops both. With a
+// token, the /sandbox/ introspection endpoints require it as a bearer
+// token; /healthz answers without one (container health checks).
+func serveSandbox(ctx context.Context, sb *sandbox.Sandbox, ln net.Listener, token calypso.Secret, log *slog.Logger) error {
+	srv := sandboxServer(sb, token, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -164,6 +186,54 @@ func serveSandbox(ctx context.Context, sb *sandbox.Sandbox, ln net.Listener, log
 	sb.Close()
 	log.Info("sandbox stopped")
 	return err
+}
+
+// sandboxServer is the sandbox's HTTP server, with every timeout set.
+func sandboxServer(sb http.Handler, token calypso.Secret, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: guardIntrospection(sb, token), ReadHeaderTimeout: 10 * time.Second,
+		// Room for the slow and hanging responses the fault injection makes.
+		ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+}
+
+// guardIntrospection puts the sandbox's /sandbox/ endpoints behind token
+// (none: open, for loopback) and answers GET /healthz.
+func guardIntrospection(next http.Handler, token calypso.Secret) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "ok\n")
+			return
+		}
+		if token != "" && strings.HasPrefix(r.URL.Path, "/sandbox/") {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token.Reveal())) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sandbox"`)
+				http.Error(w, "introspection needs the sandbox's bearer token", http.StatusUnauthorized)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether a listen address is reachable only from this
+// host ("127.0.0.1:8081", "[::1]:0", "localhost:8081"; not ":8081").
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	return isLoopbackHost(host)
+}
+
+// isLoopbackHost reports whether a host name or address is this host's
+// loopback.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // webhookURL is the ingress endpoint on addr, for the sandbox to call.

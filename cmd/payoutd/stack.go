@@ -30,6 +30,7 @@ type stack struct {
 	submitter  *pipeline.Submitter
 	ingress    *pipeline.Ingress
 	tracker    *pipeline.Tracker
+	health     *pipeline.Health
 	ingressSrv *http.Server
 	ingressLn  net.Listener
 
@@ -129,7 +130,9 @@ func (s *stack) stop(timeout time.Duration) error {
 // buildStack creates the selected components with their metrics. The
 // ingress's port is bound here, so a busy port fails the start.
 func buildStack(c stackConfig) (*stack, error) {
-	s := &stack{log: c.log}
+	// One Health for the process: every component reports into it and
+	// /readyz answers from it.
+	s := &stack{log: c.log, health: pipeline.NewHealth()}
 	has := func(name string) bool {
 		for _, x := range c.components {
 			if x == name {
@@ -140,7 +143,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("batcher") {
 		cfg := c.batcher
-		cfg.Topics, cfg.Logger = c.topics, c.log
+		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
 		b, err := pipeline.NewBatcher(cfg, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("batcher: %w", err)
@@ -151,7 +154,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("submitter") {
 		cfg := c.submitter
-		cfg.Topics, cfg.Logger = c.topics, c.log
+		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
 		sub, err := pipeline.NewSubmitter(cfg, c.accounts, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("submitter: %w", err)
@@ -162,7 +165,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("tracker") {
 		cfg := c.tracker
-		cfg.Topics, cfg.Logger = c.topics, c.log
+		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
 		t, err := pipeline.NewTracker(cfg, c.accounts, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("tracker: %w", err)
@@ -173,7 +176,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("ingress") {
 		cfg := c.ingress
-		cfg.Topics, cfg.Logger = c.topics, c.log
+		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
 		in, err := pipeline.NewIngress(cfg, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("ingress: %w", err)
