@@ -163,3 +163,15 @@ func TestStatusOfEveryStatusEvent(t *testing.T) {
 		}
 	}
 }
+
+// Two alerts about different things are two alerts, also when no payout,
+// batch or intent id names them (a webhook that could not be typed).
+func TestAlertIDsTellSubjectsApart(t *testing.T) {
+	at := time.Now()
+	a := events.Alert{Kind: "WEBHOOK_UNMAPPED", Subject: "sha256:aa", Message: "x", RaisedAt: at}
+	b := events.Alert{Kind: "WEBHOOK_UNMAPPED", Subject: "sha256:bb", Message: "x", RaisedAt: at}
+	again := events.Alert{Kind: "WEBHOOK_UNMAPPED", Subject: "sha256:aa", Message: "found again", RaisedAt: at.Add(time.Hour)}
+	if a.ID() == b.ID() || a.ID() != again.ID() {
+		t.Fatalf("alert ids: %s %s %s", a.ID(), b.ID(), again.ID())
+	}
+}

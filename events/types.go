@@ -415,6 +415,10 @@ type Alert struct {
 	PayoutID string    `json:"payoutId,omitempty"`
 	IntentID string    `json:"intentId,omitempty"`
 	Account  string    `json:"account,omitempty"`
+	// Subject names what the alert is about when no payout, batch or
+	// intent id does, e.g. the digest of a webhook body that could not be
+	// typed, so that two such alerts are two alerts.
+	Subject  string    `json:"subject,omitempty"`
 	Message  string    `json:"message"`
 	RaisedAt time.Time `json:"raisedAt"`
 }
@@ -424,7 +428,7 @@ func (e Alert) Type() Type { return TypeAlert }
 // ID depends on what the alert is about, not on when it was raised, so the
 // same problem found twice is one alert to a consumer that drops repeats.
 func (e Alert) ID() string {
-	return deriveID(e.Type(), string(e.Kind), e.BatchID, e.PayoutID, e.IntentID)
+	return deriveID(e.Type(), string(e.Kind), e.BatchID, e.PayoutID, e.IntentID, e.Subject)
 }
 
 // Key is the payout id, else the batch id, else the intent id: the alert

@@ -383,13 +383,13 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 	wh, err := calypso.ParseWebhook(body)
 	if err != nil {
 		id, payout := looseIDs(body)
-		return in.unmapped(id, "", payout, err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body))), webhookUnmapped
+		return in.unmapped(id, "", payout, hashHex(body), err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body))), webhookUnmapped
 	}
 	key := orDefault(wh.PayoutID(), string(wh.ID))
 	evs, err := outcomeEvents(wh)
 	switch {
 	case err != nil:
-		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key), webhookUnmapped
+		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
 	case len(evs) == 0:
 		in.log.Info("unknown webhook type archived", "event", string(wh.ID), "type", wh.EventType)
 		return nil, raw(key), webhookUnknownType
@@ -399,7 +399,7 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 		// Valid by construction: OutcomeEvents refuses what the schemas would.
 		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngress, e)
 		if err != nil {
-			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), err, now), raw(key), webhookUnmapped
+			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
 		}
 		typed = append(typed, rec)
 	}
@@ -407,11 +407,12 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 }
 
 // unmapped logs and alerts an authentic webhook that is archived untyped.
-func (in *Ingress) unmapped(id, typ, payout string, cause error, now time.Time) []*kgo.Record {
+// digest (of the body) tells two such webhooks apart in the alert's ce_id.
+func (in *Ingress) unmapped(id, typ, payout, digest string, cause error, now time.Time) []*kgo.Record {
 	in.log.Error("authentic webhook archived but not typed; polling will find its state",
 		"event", id, "type", typ, "payout", payout, "error", cause)
 	rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngressAlerts, events.Alert{
-		Kind: AlertWebhookUnmapped, PayoutID: payout, RaisedAt: now.UTC(),
+		Kind: AlertWebhookUnmapped, PayoutID: payout, Subject: "sha256:" + digest, RaisedAt: now.UTC(),
 		Message: fmt.Sprintf("webhook %q (type %q) is archived raw but could not be typed: %v", id, typ, cause),
 	})
 	if err != nil {
