@@ -175,9 +175,14 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, "", log) }()
 	defer func() { stopSandbox(); <-sbDone }()
 
-	m.reg.MustRegister(newLagCollector(adm, prefix+"-batcher", prefix+"-submitter"))
+	groups := []string{prefix + "-batcher", prefix + "-submitter"}
+	m.reg.MustRegister(newLagCollector(newLagReader(adm, kopts), groups...))
 	ops, err := newOpsServer(d.OpsAddr, m, st.health, st.ready, log)
 	if err != nil {
+		return err
+	}
+	if err := mountConsole(ops.mux, consoleSpec{kafka: kopts, adm: adm, topics: topics, groups: groups,
+		health: st.health, log: log, since: 24 * time.Hour}); err != nil {
 		return err
 	}
 	ops.serve(log)
@@ -188,11 +193,12 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
   Kafka (%s):  %s
   Calypso sandbox:     %s   (payouts: %s/sandbox/payouts, webhooks: %s/sandbox/webhooks)
   Webhook ingress:     %s
+  Console:             %s/console/
   Metrics and health:  %s/metrics  %s/healthz  %s/readyz
   Follow outcomes:     payoutd tail --kafka-brokers %s --topic-outcomes %s --from start
   Sample accounts:     %s
 `, kafkaKind, strings.Join(seeds, ","), sbURL, sbURL, sbURL, webhookURL(st.ingressLn.Addr()),
-		ops.url(), ops.url(), ops.url(), strings.Join(seeds, ","), topics.Outcomes, strings.Join(ids, ", "))
+		ops.url(), ops.url(), ops.url(), ops.url(), strings.Join(seeds, ","), topics.Outcomes, strings.Join(ids, ", "))
 
 	tally := newDevTally()
 	follow := &outcomeFollower{tally: tally}

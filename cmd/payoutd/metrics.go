@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/payoutd/payoutd/pipeline"
 )
@@ -112,18 +111,19 @@ func (m *metrics) tracker(t *pipeline.Tracker) {
 	m.gauge("tracker_open_payouts", "Payouts being tracked.", nil, &s.Open)
 }
 
-// lagCollector reports consumer lag of payoutd's consumer groups, asked of
-// the cluster at scrape time (kadm), bounded by a short timeout so a slow
-// cluster cannot stall the scrape.
+// lagCollector reports consumer lag of payoutd's consumer groups as a
+// read_committed consumer sees it (lagReader: commit markers and aborted
+// records do not count), asked at scrape time, bounded by a short timeout so
+// a slow cluster cannot stall the scrape.
 type lagCollector struct {
-	adm    *kadm.Client
+	lag    *lagReader
 	groups []string
 	desc   *prometheus.Desc
 }
 
-func newLagCollector(adm *kadm.Client, groups ...string) *lagCollector {
-	return &lagCollector{adm: adm, groups: groups, desc: prometheus.NewDesc("payoutd_consumer_lag",
-		"Records between a group's committed offset and the partition's end.", []string{"group", "topic", "partition"}, nil)}
+func newLagCollector(lag *lagReader, groups ...string) *lagCollector {
+	return &lagCollector{lag: lag, groups: groups, desc: prometheus.NewDesc("payoutd_consumer_lag",
+		"Committed records a group has not consumed yet (0 when caught up).", []string{"group", "topic", "partition"}, nil)}
 }
 
 func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -131,17 +131,14 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	lags, err := c.adm.Lag(ctx, c.groups...)
+	lags, err := c.lag.Lag(ctx, c.groups...)
 	if err != nil {
 		return
 	}
-	for group, l := range lags {
-		for topic, ps := range l.Lag {
-			for p, ml := range ps {
-				if ml.Lag < 0 {
-					continue
-				}
-				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ml.Lag), group, topic, strconv.Itoa(int(p)))
+	for group, topics := range lags {
+		for topic, ps := range topics {
+			for p, n := range ps {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), group, topic, strconv.Itoa(int(p)))
 			}
 		}
 	}

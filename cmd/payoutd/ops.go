@@ -29,6 +29,8 @@ import (
 type opsServer struct {
 	srv *http.Server
 	ln  net.Listener
+	// mux is where further read-only pages (the console) are mounted.
+	mux *http.ServeMux
 }
 
 // readyzReport is /readyz?verbose's body.
@@ -73,7 +75,7 @@ func newOpsServer(addr string, m *metrics, health *pipeline.Health, running func
 		}
 		http.Error(w, "not ready: "+strings.Join(why, "; "), status)
 	})
-	return &opsServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+	return &opsServer{ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}, nil
 }

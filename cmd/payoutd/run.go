@@ -333,9 +333,13 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		groups = append(groups, r.SubmitterGroup)
 	}
 	if len(groups) > 0 {
-		m.reg.MustRegister(newLagCollector(adm, groups...))
+		m.reg.MustRegister(newLagCollector(newLagReader(adm, kopts), groups...))
 	}
 	ops, err := newOpsServer(r.OpsAddr, m, st.health, st.ready, log)
+	if err == nil {
+		err = mountConsole(ops.mux, consoleSpec{kafka: kopts, adm: adm, topics: r.topicFlags.topics(),
+			groups: groups, health: st.health, log: log})
+	}
 	if err != nil {
 		if st.ingressLn != nil {
 			st.ingressLn.Close()
