@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,11 @@ func newMetrics() *metrics {
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"op", "outcome"})
 	reg.MustRegister(calls)
+	v, commit, _ := buildVersion()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "payoutd", Name: "build_info", Help: "Always 1; the labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": v, "commit": commit, "goversion": runtime.Version()},
+	}, func() float64 { return 1 }))
 	return &metrics{reg: reg, calypsoCalls: calls}
 }
 
