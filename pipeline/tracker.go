@@ -560,6 +560,9 @@ func (s *trackerSession) apply(p *processor, r *kgo.Record, now time.Time) {
 			tp.announce = true
 		}
 		tp.Submitted, tp.BatchID, tp.Account, tp.Currency, tp.Items = true, e.BatchID, e.Account, e.Currency, e.Items
+		if len(e.Items) == 0 && e.ItemCount > 0 {
+			tp.ItemsFromCalypso, tp.ItemCount, tp.NextPage, tp.Withdrawals = true, e.ItemCount, 0, nil
+		}
 		advance(&tp.storedPayout, calypso.State(e.State))
 		s.heard(tp, now)
 	case events.PayoutRejected:

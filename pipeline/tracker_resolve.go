@@ -115,7 +115,16 @@ func (s *trackerSession) step(p *processor, tp *trackedPayout, now time.Time, ad
 		st.unmatched++
 		return true
 	}
-	if tp.Submitted && len(tp.Items) == 0 {
+	if tp.ItemsFromCalypso && tp.NextPage == -1 && !tp.Parked {
+		if problem := itemsFromWithdrawals(tp); problem != "" {
+			s.raise(tp, AlertPayoutWithoutItems, problem, now, add, st)
+			tp.Parked = true
+		} else {
+			log.Info("items of a PayoutSubmitted without them read from Calypso's withdrawal rows", "items", len(tp.Items))
+			tp.ItemsFromCalypso, tp.announce = false, true
+		}
+	}
+	if tp.Submitted && len(tp.Items) == 0 && !tp.ItemsFromCalypso {
 		s.raise(tp, AlertPayoutWithoutItems, fmt.Sprintf("PayoutSubmitted of payout %s carries no items: its intents cannot be resolved", tp.PayoutID), now, add, st)
 		tp.Parked = true
 	}
@@ -132,7 +141,7 @@ func (s *trackerSession) step(p *processor, tp *trackedPayout, now time.Time, ad
 	if tp.Parked {
 		return false
 	}
-	if tp.Submitted && tp.State.Terminal() {
+	if tp.Submitted && tp.State.Terminal() && !tp.ItemsFromCalypso {
 		res, ready, problem := s.outcomes(tp, now)
 		switch {
 		case problem != "":
@@ -169,7 +178,7 @@ func (s *trackerSession) step(p *processor, tp *trackedPayout, now time.Time, ad
 			return true
 		}
 	}
-	if tp.announce {
+	if tp.announce && !tp.ItemsFromCalypso {
 		tp.announce = false
 		for _, it := range tp.Items {
 			add(s.cfg.Topics.Intents, events.IntentState{IntentID: it.IntentID, State: events.StatusSubmitted,
@@ -323,7 +332,7 @@ func (s *trackerSession) dispatch(jobs chan<- lookup, now time.Time) {
 			switch {
 			case tp.Kind == entryRejected:
 				kind = lookupRejected
-			case tp.Submitted && tp.State == calypso.StatePartial && tp.NextPage != -1:
+			case tp.Submitted && (tp.ItemsFromCalypso || tp.State == calypso.StatePartial) && tp.NextPage != -1:
 				kind = lookupWithdrawals
 			case (tp.Submitted || tp.OfRejected) && !tp.State.Terminal() && now.Sub(tp.Heard) >= tp.PollEvery:
 				kind = lookupPoll
@@ -396,7 +405,7 @@ func (s *trackerSession) work(ctx context.Context, j lookup) lookupResult {
 			return res
 		}
 		for _, w := range pg.Result {
-			r := withdrawalResult{State: w.State, Comment: w.Comment, Address: w.Address()}
+			r := withdrawalResult{State: w.State, Comment: w.Comment, Address: w.Address(), Amount: w.Amount.String()}
 			if e, bad := w.FirstError(); bad && w.State != calypso.WithdrawalCompleted {
 				r.Code, r.Reason = e.Status, e.ErrorMessage
 				if r.Reason == "" {
@@ -413,4 +422,35 @@ func (s *trackerSession) work(ctx context.Context, j lookup) lookupResult {
 	}
 	res.nextPage = page
 	return res
+}
+
+// itemsFromWithdrawals rebuilds tp's items from its withdrawal rows, each
+// row's comment being its intent id, and resets the list so that a PARTIAL
+// payout reads its withdrawals' final states afresh. Anything short of one
+// row per intent, each with its own intent id, is a problem: the payout is
+// not resolved.
+func itemsFromWithdrawals(tp *trackedPayout) string {
+	ids := make([]string, 0, len(tp.Withdrawals))
+	for id := range tp.Withdrawals {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	seen := map[string]bool{}
+	var items []events.BatchItem
+	for _, id := range ids {
+		w := tp.Withdrawals[id]
+		intent := strings.TrimSpace(w.Comment)
+		amt, err := events.ParseAmount(w.Amount)
+		if intent == "" || seen[intent] || err != nil {
+			return fmt.Sprintf("PayoutSubmitted of payout %s carries no items, and its withdrawal %s names no intent of its own (comment %q, amount %q)",
+				tp.PayoutID, id, w.Comment, w.Amount)
+		}
+		seen[intent] = true
+		items = append(items, events.BatchItem{IntentID: intent, Address: strings.TrimSpace(w.Address), Amount: amt})
+	}
+	if len(items) != tp.ItemCount {
+		return fmt.Sprintf("PayoutSubmitted of payout %s carries no items, and Calypso lists %d withdrawals for its %d", tp.PayoutID, len(items), tp.ItemCount)
+	}
+	tp.Items, tp.Withdrawals, tp.NextPage = items, nil, 0
+	return ""
 }

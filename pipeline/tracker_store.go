@@ -44,6 +44,11 @@ type storedPayout struct {
 	Currency string `json:"currency,omitempty"`
 	// Items are the batch's items, from PayoutSubmitted.
 	Items []events.BatchItem `json:"items,omitempty"`
+	// ItemsFromCalypso: the PayoutSubmitted came without items (written
+	// by a submitter of an earlier version, during a rolling upgrade); they
+	// are read from the payout's withdrawal rows (comment = intent id).
+	ItemsFromCalypso bool `json:"itemsFromCalypso,omitempty"`
+	ItemCount        int  `json:"itemCount,omitempty"`
 	// Submitted: PayoutSubmitted was read. Until then the payout is only
 	// heard of (webhooks can be faster than the submitter's commit).
 	Submitted bool `json:"submitted,omitempty"`
@@ -77,6 +82,7 @@ type withdrawalResult struct {
 	State   string `json:"state"`
 	Comment string `json:"comment,omitempty"`
 	Address string `json:"address,omitempty"`
+	Amount  string `json:"amount,omitempty"`
 	Code    string `json:"code,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 }

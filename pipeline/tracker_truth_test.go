@@ -589,3 +589,35 @@ func fence(t *testing.T, w *webhookWorld) events.BatchPlanned {
 	w.publish(t, w.topics.Outcomes, submitted(b, string(mp.ID), p.State))
 	return b
 }
+
+// During a rolling upgrade a submitter of the earlier version writes
+// PayoutSubmitted without items: the tracker reads them from the payout's
+// withdrawal rows (comment = intent id) and resolves as usual.
+func TestTrackerPayoutSubmittedWithoutItems(t *testing.T) {
+	t.Parallel()
+	w := newWebhookWorld(t, worldOptions{})
+	startTracker(t, w, nil, nil)
+	set := mustSchemas(t)
+	for _, forced := range []calypso.State{calypso.StateCompleted, calypso.StatePartial} {
+		b, mp := createPayout(t, w, 4, forced)
+		sub := submitted(b, string(mp.ID), mp.State)
+		sub.Items = nil
+		w.publish(t, w.topics.Outcomes, sub)
+		p := waitTerminal(t, w, string(mp.ID))
+		recs := w.outcomes.waitFor(t, time.Minute, "every intent of the "+string(forced)+" payout resolved", func(recs []*kgo.Record) bool {
+			ids, _ := intentOutcomes(decodeAll(t, set, recs))
+			for _, it := range b.Items {
+				if len(ids[it.IntentID]) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		_, last := intentOutcomes(decodeAll(t, set, recs))
+		for _, it := range p.Items {
+			if _, f := last[it.Comment].(events.IntentFailed); f != (it.State == "FAILED") {
+				t.Fatalf("intent %s: failed=%v, Calypso says %s", it.Comment, f, it.State)
+			}
+		}
+	}
+}
