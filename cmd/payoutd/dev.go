@@ -161,7 +161,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 			CheckBalance: true, DeferDelay: time.Second, MaxDeferDelay: 5 * time.Second, RetryDelay: time.Second},
 		ingress:     pipeline.IngressConfig{Keys: calypso.WebhookKeys{devWebhookKey: devWebhookSecret}, TransactionalID: prefix + "-ingress-" + runID},
 		ingressAddr: d.IngressAddr,
-		tracker:     pipeline.TrackerConfig{TransactionalID: prefix + "-tracker-" + runID, PollAfter: time.Second, CallTimeout: 10 * time.Second},
+		tracker:     pipeline.TrackerConfig{Group: prefix + "-tracker", TransactionalID: prefix + "-tracker-" + runID, PollAfter: time.Second, CallTimeout: 10 * time.Second},
 	})
 	if err != nil {
 		sbLn.Close()
