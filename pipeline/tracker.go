@@ -147,6 +147,7 @@ type TrackerStats struct {
 	Loaded     atomic.Int64 // state store entries restored from the changelog
 	Restored   atomic.Int64 // changelog records read by restores
 	Restores   atomic.Int64 // restores done (assignments, aborts)
+	RestoreNs  atomic.Int64 // time spent restoring, in nanoseconds
 	Partitions atomic.Int64 // outcomes partitions owned now
 	Polls      atomic.Int64 // payout/mass calls for silent payouts
 	Polled     atomic.Int64 // status events published from polls
@@ -251,6 +252,7 @@ func (t *Tracker) session(ctx context.Context) error {
 			s.owned[p] = own
 			s.changed[p] = true
 		}
+		s.wakeUp() // restore now, not after the poll's tick
 	}
 	opts := append(append([]kgo.Opt{}, t.kafka...),
 		kgo.ConsumerGroup(t.cfg.Group),
@@ -482,6 +484,7 @@ func (s *trackerSession) reconcile(ctx context.Context) error {
 	}
 	s.sess.Client().ResumeFetchPartitions(map[string][]int32{s.cfg.Topics.Outcomes: resume})
 	s.Stats.Restores.Add(1)
+	s.Stats.RestoreNs.Add(int64(st.took))
 	s.Stats.Loaded.Add(int64(st.entries))
 	s.Stats.Restored.Add(st.records)
 	s.log.Info("state restored from the changelog", "partitions", len(restore), "records", st.records, "open", st.entries, "took", st.took)

@@ -183,6 +183,12 @@ func (s *trackerSession) changelogRecord(p *processor, key string, e *storedPayo
 	return r, nil
 }
 
+// restoredValue is a changelog value read by a restore, and where.
+type restoredValue struct {
+	value  []byte
+	offset int64
+}
+
 // restoreStats says what one restore read.
 type restoreStats struct {
 	records int64
@@ -244,6 +250,13 @@ func (s *trackerSession) restore(ctx context.Context, procs map[int32]*processor
 		return st, nil
 	}
 	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
+	// The latest value per key, kept raw: before compaction most entries
+	// read are deleted again by their tombstones, and only the survivors
+	// are worth decoding.
+	latest := map[int32]map[string]restoredValue{}
+	for p := range procs {
+		latest[p] = map[string]restoredValue{}
+	}
 	for len(left) > 0 {
 		f := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -260,24 +273,29 @@ func (s *trackerSession) restore(ctx context.Context, procs map[int32]*processor
 				return
 			}
 			st.records++
-			proc := procs[r.Partition]
-			if proc == nil {
+			m := latest[r.Partition]
+			if m == nil {
 				return
 			}
-			key := string(r.Key)
 			if r.Value == nil {
-				delete(proc.open, key)
+				delete(m, string(r.Key))
 				return
 			}
+			m[string(r.Key)] = restoredValue{r.Value, r.Offset}
+		})
+	}
+	for p, m := range latest {
+		proc := procs[p]
+		for key, v := range m {
 			var e storedPayout
-			if err := json.Unmarshal(r.Value, &e); err != nil || e.V != storeVersion {
+			if err := json.Unmarshal(v.value, &e); err != nil || e.V != storeVersion {
 				// Our own format: a bad entry is a bug or a newer
 				// version. Keep the rest going and say so loudly.
-				s.log.Error("state store entry unreadable; skipped", "partition", r.Partition, "offset", r.Offset, "key", key, "error", err, "version", e.V)
-				return
+				s.log.Error("state store entry unreadable; skipped", "partition", p, "offset", v.offset, "key", key, "error", err, "version", e.V)
+				continue
 			}
 			proc.open[key] = &trackedPayout{key: key, storedPayout: e}
-		})
+		}
 	}
 	for _, p := range procs {
 		st.entries += len(p.open)
