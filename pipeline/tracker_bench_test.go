@@ -89,6 +89,8 @@ func benchTrackerStartup(b *testing.B, history, open, resolved int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cl.Close() // its buffers are not the tracker's
+	runtime.GC()
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -110,6 +112,7 @@ func benchTrackerStartup(b *testing.B, history, open, resolved int) {
 		time.Sleep(time.Millisecond)
 	}
 	took := time.Since(start)
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	cancel()
