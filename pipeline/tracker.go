@@ -61,6 +61,10 @@ type TrackerConfig struct {
 	// client limits its request rate per account as well, shared with the
 	// submitter when they run in one process.
 	Workers int
+	// CommitInterval is how long consumed records and finished look-ups
+	// may wait to be committed together in one transaction. Default 100ms,
+	// Kafka Streams' exactly-once default.
+	CommitInterval time.Duration
 	// CallTimeout bounds each Calypso call (not a whole look-up: a long
 	// withdrawal list is read a page per call). Default 30s.
 	CallTimeout time.Duration
@@ -111,6 +115,9 @@ func (c *TrackerConfig) setDefaults() {
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = 100 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -348,6 +355,15 @@ func (s *trackerSession) loop(ctx context.Context) error {
 
 	tick := min(max(s.cfg.PollAfter/4, 10*time.Millisecond), time.Second)
 	lastScan := time.Time{}
+	// Work since the last transaction: committed together once
+	// CommitInterval has passed (Kafka Streams' commit.interval.ms), so a
+	// steady trickle of webhooks is not a transaction each.
+	var (
+		pending     []*kgo.Record
+		pendingSt   = newTxnStats()
+		uncommitted bool
+		lastCommit  = time.Now()
+	)
 	for {
 		if err := s.reconcile(ctx); err != nil {
 			return err
@@ -357,7 +373,11 @@ func (s *trackerSession) loop(ctx context.Context) error {
 		}
 		s.cfg.Health.Ready("tracker")
 
-		pollCtx, pollCancel := context.WithTimeout(ctx, tick)
+		wait := tick
+		if uncommitted {
+			wait = max(min(wait, s.cfg.CommitInterval-time.Since(lastCommit)), time.Millisecond)
+		}
+		pollCtx, pollCancel := context.WithTimeout(ctx, wait)
 		s.wakeMu.Lock()
 		s.wake = pollCancel
 		s.wakeMu.Unlock()
@@ -367,6 +387,11 @@ func (s *trackerSession) loop(ctx context.Context) error {
 		fetches := s.sess.PollRecords(pollCtx, 2000)
 		pollCancel()
 		if ctx.Err() != nil {
+			// Shutting down: what is done is committed, not redone by
+			// the next owner (the transaction ends despite ctx).
+			if uncommitted {
+				return s.commit(ctx, pending, pendingSt)
+			}
 			return nil
 		}
 		if err := fatalFetchErr(fetches); err != nil {
@@ -389,6 +414,7 @@ func (s *trackerSession) loop(ctx context.Context) error {
 			// store was restored: abort, restore, read them again.
 			s.log.Info("records of a partition not yet restored; reading them again after the restore")
 			s.dropAll()
+			pending, pendingSt, uncommitted = nil, newTxnStats(), false
 			if err := s.sess.Begin(); err != nil {
 				return fmt.Errorf("%w: begin: %v", errSessionFailed, err)
 			}
@@ -408,8 +434,13 @@ func (s *trackerSession) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if polled || len(recs) > 0 {
-			if err := s.commit(ctx, recs, stats); err != nil {
+		pending = append(pending, recs...)
+		pendingSt.merge(stats)
+		uncommitted = uncommitted || polled || len(recs) > 0
+		if uncommitted && (time.Since(lastCommit) >= s.cfg.CommitInterval || len(pending) >= maxPendingRecords) {
+			err := s.commit(ctx, pending, pendingSt)
+			pending, pendingSt, uncommitted, lastCommit = nil, newTxnStats(), false, time.Now()
+			if err != nil {
 				return err
 			}
 		}
@@ -503,11 +534,28 @@ func (s *trackerSession) dropAll() {
 	}
 }
 
+// maxPendingRecords commits early when this much waits for a transaction.
+const maxPendingRecords = 20_000
+
 // txnStats are counted once a transaction commits.
 type txnStats struct {
 	resolved, settled, failed, polled, unmatched int64
 	alerts                                       map[events.AlertKind]int64
 	resolvedLog                                  []func()
+}
+
+func newTxnStats() *txnStats { return &txnStats{alerts: map[events.AlertKind]int64{}} }
+
+func (t *txnStats) merge(o *txnStats) {
+	t.resolved += o.resolved
+	t.settled += o.settled
+	t.failed += o.failed
+	t.polled += o.polled
+	t.unmatched += o.unmatched
+	for k, n := range o.alerts {
+		t.alerts[k] += n
+	}
+	t.resolvedLog = append(t.resolvedLog, o.resolvedLog...)
 }
 
 // commit writes recs and the consumed offsets in one transaction. An

@@ -87,7 +87,29 @@ func TestTrackerInstancesSharePartitionsAndResolveOnce(t *testing.T) {
 	for _, bp := range batches {
 		intents += len(bp.Items)
 	}
-	w.outcomes.waitFor(t, 2*time.Minute, "every intent resolved", func(recs []*kgo.Record) bool { return resolved(recs) == intents })
+	deadline := time.Now().Add(2 * time.Minute)
+	w.outcomes.waitFor(t, 3*time.Minute, "every intent resolved", func(recs []*kgo.Record) bool {
+		if resolved(recs) == intents {
+			return true
+		}
+		if time.Now().Before(deadline) {
+			return false
+		}
+		// Say what is stuck before failing.
+		ids, _ := intentOutcomes(decodeAll(t, set, recs))
+		for id, bp := range batches {
+			if len(ids[bp.Items[0].IntentID]) == 0 {
+				p, _ := w.sb.Payout(id)
+				t.Logf("payout %s (batch %s) unresolved; Calypso says %s", id, bp.BatchID, p.State)
+			}
+		}
+		for i, tr := range trackers {
+			t.Logf("tracker %d: open %d, partitions %d, errors %d, aborts %d", i, tr.Stats.Open.Load(), tr.Stats.Partitions.Load(),
+				tr.Stats.Errors.Load(), tr.Stats.Aborts.Load())
+		}
+		t.FailNow()
+		return false
+	})
 	fb := fence(t, w)
 	recs := w.outcomes.waitFor(t, time.Minute, "the fence resolved", func(recs []*kgo.Record) bool {
 		ids, _ := intentOutcomes(decodeAll(t, set, recs))

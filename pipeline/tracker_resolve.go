@@ -37,7 +37,7 @@ func (s *trackerSession) expire(now time.Time) {
 // events found by polls, intent states and outcomes, alerts, and the
 // entry's changelog record (a tombstone once it is done with).
 func (s *trackerSession) derive(now time.Time) ([]*kgo.Record, *txnStats, error) {
-	st := &txnStats{alerts: map[events.AlertKind]int64{}}
+	st := newTxnStats()
 	var out []*kgo.Record
 	var firstErr error
 	add := func(topic string, e events.Event) {

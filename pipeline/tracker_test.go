@@ -200,8 +200,8 @@ func TestTrackerRestartNeitherLosesNorDuplicates(t *testing.T) {
 	second := newTracker()
 	runComponent(t, second.Run)
 	w.outcomes.waitFor(t, time.Minute, "every intent resolved", func(recs []*kgo.Record) bool { return len(countOutcomes(recs)) == 2*len(all) })
-	if second.Stats.Loaded.Load() == 0 {
-		t.Fatal("the second tracker read nothing at start")
+	if second.Stats.Restores.Load() == 0 {
+		t.Fatal("the second tracker restored no state store at start")
 	}
 
 	// Late states: an IN_PROGRESS after COMPLETED, and COMPLETED again under
