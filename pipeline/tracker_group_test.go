@@ -27,7 +27,7 @@ func TestTrackerInstancesSharePartitionsAndResolveOnce(t *testing.T) {
 	group := w.topics.Outcomes + ".tracker"
 	instance := func(name string) (*pipeline.Tracker, func() error) {
 		tr, err := pipeline.NewTracker(pipeline.TrackerConfig{Topics: w.topics, Group: group, TransactionalID: group + "-" + name,
-			PollAfter: 300 * time.Millisecond, RetryDelay: 50 * time.Millisecond, Workers: 4, Logger: testLogger(t)},
+			PollAfter: 300 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 2 * time.Second, Workers: 4, Logger: testLogger(t)},
 			pipeline.Accounts{whAccount: w.client}, w.seeds...)
 		if err != nil {
 			t.Fatal(err)
