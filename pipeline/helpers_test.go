@@ -38,7 +38,8 @@ func newEnv(t testing.TB, partitions int32) *env {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, _ = adm.DeleteTopics(ctx, topics.Requests, topics.DLQ, topics.Batches, topics.Intents, topics.Outcomes, topics.WebhooksRaw)
+		_, _ = adm.DeleteTopics(ctx, topics.Requests, topics.DLQ, topics.Batches, topics.Intents, topics.Outcomes, topics.WebhooksRaw,
+			topics.BatchStates, topics.TrackerState)
 	})
 	return &env{t: t, cluster: c, topics: topics, seeds: []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}}
 }

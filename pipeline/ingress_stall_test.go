@@ -36,12 +36,12 @@ func fakeEnv(t *testing.T) (*env, *kfake.Cluster) {
 	return &env{t: t, cluster: cluster, topics: topics, seeds: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}}, c
 }
 
-// fence makes the broker fence the ingress's producer while on is set, in
+// fenceProducers makes the broker fence the ingress's producer while on is set, in
 // the form each kind of producer meets it: a transactional producer's
 // commit (EndTxn) is answered PRODUCER_FENCED, as after a stall that
 // outlived its transaction, and so is every write of a non-transactional
 // one. Everything else is served normally.
-func fence(c *kfake.Cluster, on *atomic.Bool) {
+func fenceProducers(c *kfake.Cluster, on *atomic.Bool) {
 	code := kerr.ProducerFenced.Code
 	c.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
@@ -80,7 +80,7 @@ func TestIngressReplacesAFencedProducer(t *testing.T) {
 	t.Parallel()
 	e, c := fakeEnv(t)
 	var fenced atomic.Bool
-	fence(c, &fenced)
+	fenceProducers(c, &fenced)
 	raw := e.follow(e.topics.WebhooksRaw)
 	in, h, _ := startIngress(t, e, func(cfg *pipeline.IngressConfig) { cfg.AckTimeout = 2 * time.Second })
 	batch := uuid.NewString()

@@ -208,12 +208,26 @@ func TestIngressEveryEventTypeEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	states := w.intents.waitFor(t, time.Minute, "a final state per intent", func(recs []*kgo.Record) bool { return len(recs) >= intents })
-	for _, d := range decodeAll(t, set, states) {
-		if st := d.ev.(events.IntentState); !st.State.Final() {
-			t.Fatalf("intent %s is %s", st.IntentID, st.State)
+	// The tracker writes SUBMITTED, then the final state: the last state of
+	// every intent is final, and no intent ever moves backwards.
+	latest := map[string]events.IntentStatus{}
+	w.intents.waitFor(t, time.Minute, "a final state per intent", func(recs []*kgo.Record) bool {
+		latest = map[string]events.IntentStatus{}
+		for _, d := range decodeAll(t, set, recs) {
+			st := d.ev.(events.IntentState)
+			if prev, ok := latest[st.IntentID]; ok && !st.State.Advances(prev) {
+				t.Fatalf("intent %s moved from %s to %s", st.IntentID, prev, st.State)
+			}
+			latest[st.IntentID] = st.State
 		}
-	}
+		final := 0
+		for _, s := range latest {
+			if s.Final() {
+				final++
+			}
+		}
+		return final >= intents
+	})
 }
 
 func headerOf(r *kgo.Record, key string) string {

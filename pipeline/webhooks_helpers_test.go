@@ -121,7 +121,8 @@ func (w *webhookWorld) payout(t *testing.T, n int, forced calypso.State) (events
 	var items []calypso.MassPayoutItem
 	for i := range n {
 		amt := fmt.Sprintf("%d.%02d", i+1, i)
-		it := events.BatchItem{IntentID: "intent-" + b.BatchID[:8] + fmt.Sprint("-", i), Address: fmt.Sprintf("T%s%d", b.BatchID[:8], i), Amount: events.MustAmount(amt)}
+		it := events.BatchItem{IntentID: "intent-" + b.BatchID[:8] + fmt.Sprint("-", i), Address: fmt.Sprintf("T%s%d", b.BatchID[:8], i), Amount: events.MustAmount(amt),
+			Source: events.Offset{Topic: w.topics.Requests, Offset: int64(i)}}
 		b.Items = append(b.Items, it)
 		items = append(items, calypso.MassPayoutItem{DepositAddress: it.Address, Amount: calypso.MustParseAmount(amt), Comment: it.IntentID})
 	}
@@ -139,7 +140,7 @@ func (w *webhookWorld) payout(t *testing.T, n int, forced calypso.State) (events
 	}
 	sub := events.PayoutSubmitted{
 		BatchID: b.BatchID, PayoutID: string(mp.ID), IdempotencyKey: b.BatchID, Account: whAccount, Currency: whCurrency,
-		ItemCount: n, Total: b.Total, State: string(mp.State), SubmittedAt: time.Now().UTC(),
+		ItemCount: n, Items: b.Items, Total: b.Total, State: string(mp.State), SubmittedAt: time.Now().UTC(),
 	}
 	w.publish(t, w.topics.Batches, b)
 	w.publish(t, w.topics.Outcomes, sub)

@@ -331,11 +331,11 @@ func (s *Sandbox) handleWithdrawal(req *request) (any, *apiError) {
 	if it == nil || p == nil || p.account != req.acc.id {
 		return nil, &apiError{http.StatusBadRequest, calypso.CodeNotFound, "Requested object not found"}
 	}
-	return calypso.Withdrawal{
+	return s.echoWithdrawal(calypso.Withdrawal{
 		ID: calypso.ID(it.id), Account: p.account, Amount: it.amount, Currency: p.currency, State: it.state,
 		CalypsoFee: it.fee, TransactionHash: it.hash, DepositAddress: it.address, Comment: it.comment,
 		CreatedDate: calypso.Time{Time: p.created}, WithdrawalErrors: append([]calypso.WithdrawalError{}, it.errs...),
-	}, nil
+	}), nil
 }
 
 // viewLocked renders p as Calypso's mass payout DTO.

@@ -137,6 +137,7 @@ func (s *Sandbox) routes() {
 	s.mux.HandleFunc("POST "+calypso.PathMassCreate, s.api(calypso.PathMassCreate, s.handleCreate))
 	s.mux.HandleFunc("POST "+calypso.PathMass, s.api(calypso.PathMass, s.handleGetMass))
 	s.mux.HandleFunc("POST "+calypso.PathWithdrawal, s.api(calypso.PathWithdrawal, s.handleWithdrawal))
+	s.withdrawalRoutes()
 	s.introspectionRoutes()
 }
 

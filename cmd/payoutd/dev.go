@@ -161,7 +161,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 			CheckBalance: true, DeferDelay: time.Second, MaxDeferDelay: 5 * time.Second, RetryDelay: time.Second},
 		ingress:     pipeline.IngressConfig{Keys: calypso.WebhookKeys{devWebhookKey: devWebhookSecret}},
 		ingressAddr: d.IngressAddr,
-		tracker:     pipeline.TrackerConfig{TransactionalID: prefix + "-tracker-" + runID, PollAfter: time.Second, CallTimeout: 10 * time.Second},
+		tracker:     pipeline.TrackerConfig{Group: prefix + "-tracker", TransactionalID: prefix + "-tracker-" + runID, PollAfter: time.Second, CallTimeout: 10 * time.Second},
 	})
 	if err != nil {
 		sbLn.Close()
@@ -175,7 +175,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 	go func() { sbDone <- serveSandbox(sbCtx, sb, sbLn, "", log) }()
 	defer func() { stopSandbox(); <-sbDone }()
 
-	groups := []string{prefix + "-batcher", prefix + "-submitter"}
+	groups := []string{prefix + "-batcher", prefix + "-submitter", prefix + "-tracker"}
 	m.reg.MustRegister(newLagCollector(newLagReader(adm, kopts), groups...))
 	ops, err := newOpsServer(d.OpsAddr, m, st.health, st.ready, log)
 	if err != nil {

@@ -113,8 +113,18 @@ func (m *metrics) tracker(t *pipeline.Tracker) {
 	m.counter("tracker_payouts_resolved_total", "Payouts whose intents were resolved.", nil, &s.Resolved)
 	m.counter("tracker_intents_total", "Intents resolved, by outcome.", prometheus.Labels{"outcome": "settled"}, &s.Settled)
 	m.counter("tracker_intents_total", "Intents resolved, by outcome.", prometheus.Labels{"outcome": "failed"}, &s.Failed)
-	m.counter("tracker_errors_total", "Payout handlings that failed and are retried.", nil, &s.Errors)
-	m.gauge("tracker_open_payouts", "Payouts being tracked.", nil, &s.Open)
+	m.counter("tracker_errors_total", "Calypso look-ups that failed and are retried with a growing wait.", nil, &s.Errors)
+	m.gauge("tracker_open_payouts", "Open entries in the tracker's state stores (payouts being followed, rejected batches being checked).", nil, &s.Open)
+	m.gauge("tracker_partitions", "Outcomes partitions this tracker instance owns.", nil, &s.Partitions)
+	m.counter("tracker_restores_total", "Restores of state stores from the changelog (assignments, aborted transactions).", nil, &s.Restores)
+	m.counter("tracker_restored_records_total", "Changelog records read by restores.", nil, &s.Restored)
+	m.counter("tracker_lookups_total", "Calypso look-ups besides polls: withdrawal list pages, rejected-batch checks.", nil, &s.Lookups)
+	m.counter("tracker_unmatched_payouts_total", "Foreign payouts (statuses without a PayoutSubmitted) given up on.", nil, &s.Unmatched)
+	for kind, n := range s.Alerts {
+		m.counter("tracker_alerts_total", "Alerts the tracker raised, by kind.", prometheus.Labels{"kind": string(kind)}, n)
+	}
+	m.counter("transactions_total", "Kafka transactions by component and result.", txn("tracker", "commit"), &s.Commits)
+	m.counter("transactions_total", "Kafka transactions by component and result.", txn("tracker", "abort"), &s.Aborts)
 }
 
 // lagCollector reports consumer lag of payoutd's consumer groups as a

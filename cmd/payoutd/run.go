@@ -42,13 +42,14 @@ type runCmd struct {
 
 	BatcherGroup      string        `name:"batcher-group" env:"PAYOUTD_BATCHER_GROUP" default:"payoutd-batcher" help:"Consumer group of the batcher."`
 	SubmitterGroup    string        `name:"submitter-group" env:"PAYOUTD_SUBMITTER_GROUP" default:"payoutd-submitter" help:"Consumer group of the submitter."`
-	InstanceID        string        `name:"instance-id" env:"PAYOUTD_INSTANCE_ID" help:"This process's stable name among its peers; the batcher's and submitter's transactional and static member ids are GROUP-INSTANCE. Default: a StatefulSet pod's hostname (name-ORDINAL), else hostname-PID (unique on a host; stable only where the PID is, e.g. a container's PID 1). Unique per process."`
+	InstanceID        string        `name:"instance-id" env:"PAYOUTD_INSTANCE_ID" help:"This process's stable name among its peers; the batcher's, submitter's and tracker's transactional and static member ids are GROUP-INSTANCE. Default: a StatefulSet pod's hostname (name-ORDINAL), else hostname-PID (unique on a host; stable only where the PID is, e.g. a container's PID 1). Unique per process."`
 	InstanceIDWait    time.Duration `name:"instance-id-wait" env:"PAYOUTD_INSTANCE_ID_WAIT" default:"50s" help:"At start, how long a member holding one of this process's ids from another address may take to go (a predecessor's session expiring) before the start fails as a collision."`
 	BatcherTxnID      string        `name:"batcher-transactional-id" env:"PAYOUTD_BATCHER_TRANSACTIONAL_ID" help:"Transactional id of the batcher (default: batcher-group-INSTANCE, see --instance-id). Unique per process."`
 	SubmitterTxnID    string        `name:"submitter-transactional-id" env:"PAYOUTD_SUBMITTER_TRANSACTIONAL_ID" help:"Transactional id of the submitter (default: submitter-group-INSTANCE). Unique per process."`
 	IngressTxnID      string        `name:"ingress-transactional-id" env:"PAYOUTD_INGRESS_TRANSACTIONAL_ID" hidden:"" help:"Ignored: the ingress writes with an idempotent, non-transactional producer."`
-	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher and submitter groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
-	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" default:"payoutd-tracker" help:"Transactional id of the tracker: fixed, because one tracker is active per topic set and a new one must fence the old."`
+	StaticMembership  bool          `name:"static-membership" env:"PAYOUTD_STATIC_MEMBERSHIP" default:"true" negatable:"" help:"Join the batcher, submitter and tracker groups as static members named by their transactional ids, so a restarted instance gets its partitions back at once instead of after the session timeout."`
+	TrackerGroup      string        `name:"tracker-group" env:"PAYOUTD_TRACKER_GROUP" default:"payoutd-tracker" help:"Consumer group of the tracker on the outcomes topic."`
+	TrackerTxnID      string        `name:"tracker-transactional-id" env:"PAYOUTD_TRACKER_TRANSACTIONAL_ID" help:"Transactional id of the tracker (default: tracker-group-INSTANCE). Unique per process."`
 	BatcherMaxWait    time.Duration `name:"batcher-max-wait" env:"PAYOUTD_BATCHER_MAX_WAIT" default:"2s" help:"A batching window closes this long after its first record."`
 	BatcherMaxRecords int           `name:"batcher-max-records" env:"PAYOUTD_BATCHER_MAX_RECORDS" default:"20000" help:"A window closes early at this many records."`
 	BatcherMaxBytes   int           `name:"batcher-max-bytes" env:"PAYOUTD_BATCHER_MAX_BYTES" default:"33554432" help:"A window closes early at this many bytes."`
@@ -65,7 +66,9 @@ type runCmd struct {
 
 	TrackerPollAfter   time.Duration `name:"tracker-poll-after" env:"PAYOUTD_TRACKER_POLL_AFTER" default:"2m" help:"Poll Calypso for a payout silent this long (webhooks get lost)."`
 	TrackerWorkers     int           `name:"tracker-workers" env:"PAYOUTD_TRACKER_WORKERS" default:"4" help:"Payouts the tracker handles at once."`
-	TrackerCallTimeout time.Duration `name:"tracker-call-timeout" env:"PAYOUTD_TRACKER_CALL_TIMEOUT" default:"30s" help:"Bound of the Calypso calls for one payout."`
+	TrackerCallTimeout time.Duration `name:"tracker-call-timeout" env:"PAYOUTD_TRACKER_CALL_TIMEOUT" default:"30s" help:"Bound of one Calypso call of the tracker (a withdrawal list is read a page per call)."`
+	TrackerMaxPoll     time.Duration `name:"tracker-max-poll-interval" env:"PAYOUTD_TRACKER_MAX_POLL_INTERVAL" default:"1h" help:"Longest wait between polls of a payout silent on purpose (the wait doubles from --tracker-poll-after while polls find nothing new)."`
+	TrackerMatchWait   time.Duration `name:"tracker-match-wait" env:"PAYOUTD_TRACKER_MATCH_WAIT" default:"30m" help:"How long statuses of a payout wait for its PayoutSubmitted before it is taken as foreign (alert FOREIGN_PAYOUT) and no longer tracked."`
 
 	IngressAddr       string        `name:"ingress-addr" env:"PAYOUTD_INGRESS_ADDR" default:":8080" help:"Listen address of the webhook endpoint (POST /webhooks/calypso)."`
 	IngressAckTimeout time.Duration `name:"ingress-ack-timeout" env:"PAYOUTD_INGRESS_ACK_TIMEOUT" default:"5s" help:"How long a webhook waits for Kafka's acknowledgement before 503."`
@@ -110,6 +113,8 @@ func (r *runCmd) validate(p *problems) {
 		"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)":         r.RetryDelay,
 		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
 		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
+		"--tracker-max-poll-interval (PAYOUTD_TRACKER_MAX_POLL_INTERVAL)": r.TrackerMaxPoll,
+		"--tracker-match-wait (PAYOUTD_TRACKER_MATCH_WAIT)":               r.TrackerMatchWait,
 		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
 		"--ingress-dedup-window (PAYOUTD_INGRESS_DEDUP_WINDOW)":           r.IngressDedup,
 		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
@@ -286,9 +291,10 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	instance := instanceName(r.InstanceID, host, os.Getpid(), inKubernetes())
 	batcherTxnID := orDefault(r.BatcherTxnID, r.BatcherGroup+"-"+instance)
 	submitterTxnID := orDefault(r.SubmitterTxnID, r.SubmitterGroup+"-"+instance)
-	var batcherInstance, submitterInstance string
+	trackerTxnID := orDefault(r.TrackerTxnID, r.TrackerGroup+"-"+instance)
+	var batcherInstance, submitterInstance, trackerInstance string
 	if r.StaticMembership {
-		batcherInstance, submitterInstance = batcherTxnID, submitterTxnID
+		batcherInstance, submitterInstance, trackerInstance = batcherTxnID, submitterTxnID, trackerTxnID
 		held := map[string]string{}
 		if r.has("batcher") {
 			held[r.BatcherGroup] = batcherInstance
@@ -296,11 +302,14 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		if r.has("submitter") {
 			held[r.SubmitterGroup] = submitterInstance
 		}
+		if r.has("tracker") {
+			held[r.TrackerGroup] = trackerInstance
+		}
 		if err := checkInstanceIDs(ctx, adm, log, held, ownAddress, r.InstanceIDWait); err != nil {
 			return err
 		}
 	}
-	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", r.TrackerTxnID)
+	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", trackerTxnID)
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
 		batcher: pipeline.BatcherConfig{
@@ -319,7 +328,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		},
 		ingressAddr: r.IngressAddr,
 		tracker: pipeline.TrackerConfig{
-			TransactionalID: r.TrackerTxnID, PollAfter: r.TrackerPollAfter, Workers: r.TrackerWorkers, CallTimeout: r.TrackerCallTimeout,
+			Group: r.TrackerGroup, TransactionalID: trackerTxnID, InstanceID: trackerInstance,
+			PollAfter: r.TrackerPollAfter, MaxPollInterval: r.TrackerMaxPoll, MatchWait: r.TrackerMatchWait,
+			Workers: r.TrackerWorkers, CallTimeout: r.TrackerCallTimeout,
 		},
 	})
 	if err != nil {
@@ -331,6 +342,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	}
 	if r.has("submitter") {
 		groups = append(groups, r.SubmitterGroup)
+	}
+	if r.has("tracker") {
+		groups = append(groups, r.TrackerGroup)
 	}
 	if len(groups) > 0 {
 		m.reg.MustRegister(newLagCollector(newLagReader(adm, kopts), groups...))

@@ -40,7 +40,7 @@ func TestSIGTERMUnderLoadLosesAndDoublesNothing(t *testing.T) {
 	name := kafkatest.Name(t, "run")
 	args := append([]string{"run", brokersFlag(c), "--calypso-url=" + sbURL, "--calypso-account=id=acc,key=k,secret=s",
 		"--calypso-rate-limit=-1", "--webhook-key=wk=ws", "--ingress-addr=" + ingressAddr, "--ops-addr=127.0.0.1:0",
-		"--batcher-group=" + name + "-b", "--submitter-group=" + name + "-s",
+		"--batcher-group=" + name + "-b", "--submitter-group=" + name + "-s", "--tracker-group=" + name + "-t",
 		// Fixed ids, as in production: the restarted instance fences the stopped one.
 		"--batcher-transactional-id=" + name + "-b", "--submitter-transactional-id=" + name + "-s",
 		"--ingress-transactional-id=" + name + "-i", "--tracker-transactional-id=" + name + "-t",

@@ -48,7 +48,8 @@ type Config struct {
 	Binary  string   // the payoutd binary
 	Brokers []string // seeds of the one broker
 	Topics  events.Topics
-	// Components default to 2 batchers, 2 submitters, an ingress and a tracker.
+	// Components default to 2 batchers, 2 submitters, an ingress and 2
+	// trackers (a consumer group: kills move their partitions).
 	Components []Component
 	// Args builds the command line of instance i of component c.
 	Args func(c string, i int, env Env) []string
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cfg.Deadline = 10 * time.Minute
 	}
 	if len(cfg.Components) == 0 {
-		cfg.Components = []Component{{"batcher", 2}, {"submitter", 2}, {"ingress", 1}, {"tracker", 1}}
+		cfg.Components = []Component{{"batcher", 2}, {"submitter", 2}, {"ingress", 1}, {"tracker", 2}}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
