@@ -35,3 +35,34 @@ func TestFoundPayoutMustMatchItsBatch(t *testing.T) {
 		})
 	}
 }
+
+// Scenario 6: the batch id hashes the whole content, so an intent id re-sent
+// with another amount or address is another batch (another idempotency key),
+// never a batch that contradicts the payout Calypso holds under the old key.
+func TestBatchIDHashesEveryItemsAddressAndAmount(t *testing.T) {
+	base := events.BatchPlanned{Account: "acct", Currency: "ETH", Items: []events.BatchItem{
+		{IntentID: "i-1", Address: "0xa", Amount: events.MustAmount("1.5")},
+		{IntentID: "i-2", Address: "0xb", Amount: events.MustAmount("2")},
+	}}
+	id := batchID(base)
+	for name, edit := range map[string]func(*events.BatchPlanned){
+		"amount":  func(b *events.BatchPlanned) { b.Items[1].Amount = events.MustAmount("2.000000000000000001") },
+		"address": func(b *events.BatchPlanned) { b.Items[0].Address = "0xc" },
+		"intent":  func(b *events.BatchPlanned) { b.Items[0].IntentID = "i-3" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := base
+			b.Items = append([]events.BatchItem(nil), base.Items...)
+			edit(&b)
+			if batchID(b) == id {
+				t.Fatalf("batch id unchanged after changing the %s", name)
+			}
+		})
+	}
+	same := base
+	same.Items = append([]events.BatchItem(nil), base.Items...)
+	same.Items[0].Amount = events.MustAmount("1.50")
+	if batchID(same) != id {
+		t.Fatal("an equal amount written with a trailing zero changed the batch id")
+	}
+}
