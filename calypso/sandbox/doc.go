@@ -29,6 +29,14 @@
 //   - Faults (dropped, duplicated, reordered, delayed webhooks; 5xx, 429,
 //     slow answers, connection resets, lost responses; outcome mix) are drawn
 //     from a seeded generator, or queued one by one with InjectFault.
+//   - Calypso's inconsistencies, each configurable and changeable while it
+//     runs (SetFaults, SetAccountLatency, HangAccount): a read side that
+//     answers 004 for a while after a create (LookupLag); 016 "Validation
+//     failed" instead of "already exists" when a key is reused
+//     (ValidationAfterAmbiguous); totals rounded through a float, 0 while
+//     CREATION_IN_PROGRESS, or fee-inclusive (Totals); per-account latency,
+//     hangs and rate limits answering 429; recipient addresses refused with
+//     001 naming the row. None of them ever creates a payout twice.
 //   - Everything is observable, from Go (Payouts, Requests, Webhooks,
 //     CreateCount) and over HTTP under /sandbox/.
 //
