@@ -10,27 +10,40 @@ import (
 
 // After a 016, the payout found under the batch's idempotency key counts as
 // the batch only if it is the batch: anything else must not become a
-// PayoutSubmitted (invariants 1 and 3).
+// PayoutSubmitted (invariants 1 and 3). Scenario 6: totals Calypso reports
+// rounded through float64, with fees included, or as 0 while the payout is
+// being created are the batch (or read again), not a contradiction.
 func TestFoundPayoutMustMatchItsBatch(t *testing.T) {
-	b := events.BatchPlanned{BatchID: "b-1", Currency: "BTC", Total: events.MustAmount("0.30"),
-		Items: []events.BatchItem{{Amount: events.MustAmount("0.1")}, {Amount: events.MustAmount("0.2")}}}
-	same := calypso.MassPayout{ID: "p", Currency: "BTC", TotalWithdrawalAmount: calypso.MustParseAmount("0.3"), ExternalID: "b-1"}
+	b := events.BatchPlanned{BatchID: "b-1", Currency: "ETH", Total: events.MustAmount("0.123456789012345678"),
+		Items: []events.BatchItem{{Amount: events.MustAmount("0.1")}, {Amount: events.MustAmount("0.023456789012345678")}}}
+	same := calypso.MassPayout{ID: "p", Currency: "ETH", State: calypso.StateInProgress,
+		TotalWithdrawalAmount: calypso.MustParseAmount("0.123456789012345678"), ExternalID: "b-1"}
 	for name, tc := range map[string]struct {
 		edit func(*calypso.MassPayout)
-		want string
+		want verdict
+		why  string
 	}{
-		"same batch":          {func(*calypso.MassPayout) {}, ""},
-		"no external id":      {func(p *calypso.MassPayout) { p.ExternalID = "" }, ""},
-		"other currency":      {func(p *calypso.MassPayout) { p.Currency = "ETH" }, "in ETH"},
-		"other total":         {func(p *calypso.MassPayout) { p.TotalWithdrawalAmount = calypso.MustParseAmount("0.3000001") }, "totals"},
-		"another external id": {func(p *calypso.MassPayout) { p.ExternalID = "b-2" }, "external id"},
+		"same batch":          {func(*calypso.MassPayout) {}, verdictSame, ""},
+		"no external id":      {func(p *calypso.MassPayout) { p.ExternalID = "" }, verdictSame, ""},
+		"float-rounded total": {func(p *calypso.MassPayout) { p.TotalWithdrawalAmount = calypso.MustParseAmount("0.12345678901234568") }, verdictSame, ""},
+		"fee-inclusive total": {func(p *calypso.MassPayout) {
+			p.TotalWithdrawalAmount = calypso.MustParseAmount("0.133456789012345678")
+			p.TotalFee = calypso.MustParseAmount("0.01")
+		}, verdictSame, ""},
+		"zero while creating": {func(p *calypso.MassPayout) {
+			p.State = calypso.StateCreationInProgress
+			p.TotalWithdrawalAmount = calypso.Amount{}
+		}, verdictCreating, ""},
+		"other currency":      {func(p *calypso.MassPayout) { p.Currency = "BTC" }, verdictContradicts, "in BTC"},
+		"other total":         {func(p *calypso.MassPayout) { p.TotalWithdrawalAmount = calypso.MustParseAmount("0.1235") }, verdictContradicts, "totals"},
+		"another external id": {func(p *calypso.MassPayout) { p.ExternalID = "b-2" }, verdictContradicts, "external id"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := same
 			tc.edit(&p)
-			err := matches(&p, b)
-			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-				t.Fatalf("matches: %v, want %q", err, tc.want)
+			v, why := judge(&p, b)
+			if v != tc.want || !strings.Contains(why, tc.why) {
+				t.Fatalf("judge: %v %q, want %v %q", v, why, tc.want, tc.why)
 			}
 		})
 	}

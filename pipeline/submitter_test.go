@@ -20,8 +20,9 @@ func newSubmitter(t *testing.T, e *env, w *calypsoWorld, mod func(*pipeline.Subm
 	cfg := pipeline.SubmitterConfig{
 		Topics:     e.topics,
 		Group:      e.topics.Batches + ".submitter",
-		RetryDelay: 100 * time.Millisecond,
-		Logger:     testLogger(t),
+		RetryDelay:  100 * time.Millisecond,
+		LookupGrace: 2 * time.Second,
+		Logger:      testLogger(t),
 	}
 	if mod != nil {
 		mod(&cfg)
