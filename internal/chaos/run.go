@@ -30,11 +30,48 @@ import (
 type Env struct {
 	SandboxURL    string
 	IngressAddr   string // host:port the ingress listens on (the sandbox's webhooks go there)
-	Account       string
-	APIKey        string
-	APISecret     string
+	Accounts      []Account
 	WebhookKey    string
 	WebhookSecret string
+}
+
+// Account is a merchant account of the run and its API key pair.
+type Account struct {
+	ID, APIKey, APISecret string
+}
+
+// The run's accounts: intents alternate between them. The second answers
+// every call SlowAccountLatency late, so one lane is slow while the other
+// flows.
+const (
+	FastAccount        = "acct-chaos"
+	SlowAccount        = "acct-chaos-slow"
+	SlowAccountLatency = 100 * time.Millisecond
+)
+
+// FirstCreates are the faults the run's first creates meet, in order,
+// before the random ones: answers lost after the payout was created, a 5xx,
+// a reset connection.
+var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, sandbox.FaultLostResponse,
+	sandbox.FaultReset, sandbox.FaultLostResponse}
+
+// Faults is the sandbox's fault mix in a chaos run, drawn from seed: the
+// transient faults (5xx, 429, resets, lost answers, webhooks dropped,
+// duplicated, reordered), an outcome mix, and Calypso's inconsistencies at
+// moderate values so that the run still ends: a read side lagging 2 s
+// behind creates, 016 "Validation failed" for half the creates reusing a
+// key, ETH totals rounded through a float, one slow account.
+func Faults(seed uint64) sandbox.Faults {
+	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
+		DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
+		Outcomes: sandbox.OutcomeMix{Completed: 0.8, Partial: 0.1, Failed: 0.1},
+		// Unscaled; the run's TimeScale of 0.01 makes it 2 s.
+		LookupLag:                200 * time.Second,
+		ValidationAfterAmbiguous: 0.5,
+		Totals:                   sandbox.TotalsFloat,
+		TotalsCurrencies:         []string{"ETH"},
+		AccountLatency:           map[string]time.Duration{SlowAccount: SlowAccountLatency},
+	}
 }
 
 // Component is one kind of process and how many of it run.
@@ -154,6 +191,10 @@ loop:
 		}
 	}
 	procs.stopAll()
+	// What the sandbox's faults did, so a passing run shows they bit.
+	for path, outcomes := range sb.Requests() {
+		cfg.Log.Info("sandbox requests", "path", path, "outcomes", fmt.Sprint(outcomes))
+	}
 
 	actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 	defer acancel()
@@ -172,21 +213,26 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 	if err != nil {
 		return Env{}, nil, nil, err
 	}
-	env := Env{IngressAddr: ingress, Account: "acct-chaos", APIKey: "chaos-key", APISecret: "chaos-secret",
-		WebhookKey: "chaos-webhook-key", WebhookSecret: "chaos-webhook-secret"}
-	balances := map[string]calypso.Amount{}
-	for _, c := range currencies {
-		balances[c] = calypso.MustParseAmount("1000000000")
+	env := Env{IngressAddr: ingress, WebhookKey: "chaos-webhook-key", WebhookSecret: "chaos-webhook-secret",
+		Accounts: []Account{{FastAccount, "chaos-key", "chaos-secret"}, {SlowAccount, "chaos-slow-key", "chaos-slow-secret"}}}
+	accounts := map[string]sandbox.Account{}
+	for _, a := range env.Accounts {
+		balances := map[string]calypso.Amount{}
+		for _, c := range currencies {
+			balances[c] = calypso.MustParseAmount("1000000000")
+		}
+		accounts[a.ID] = sandbox.Account{Name: a.ID, APIKey: a.APIKey, APISecret: calypso.Secret(a.APISecret), Balances: balances}
 	}
 	sb := sandbox.New(sandbox.Config{
-		Accounts:  map[string]sandbox.Account{env.Account: {APIKey: env.APIKey, APISecret: calypso.Secret(env.APISecret), Balances: balances}},
+		Accounts:  accounts,
 		TimeScale: 0.01,
 		Webhook: sandbox.WebhookConfig{URL: "http://" + ingress + "/webhooks/calypso", PublicKey: env.WebhookKey,
 			Secret: calypso.Secret(env.WebhookSecret), Timeout: 200 * time.Second},
-		Faults: sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
-			DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
-			Outcomes: sandbox.OutcomeMix{Completed: 0.8, Partial: 0.1, Failed: 0.1}},
+		Faults: Faults(seed),
 	})
+	// However few creates a short run makes, the first ones meet an
+	// ambiguous end, so lookups, lag and the overloaded 016 are exercised.
+	sb.InjectFault(calypso.PathMassCreate, FirstCreates...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		sb.Close()
@@ -200,7 +246,10 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 
 var currencies = []string{"USDT_TRX", "BTC", "ETH", "TRX"}
 
-// sendIntents produces n valid intents, 5% of them twice, and 2% invalid records.
+// sendIntents produces n valid intents, 5% of them twice, and 2% invalid
+// records. Intents alternate between the accounts; a third of the ETH ones
+// carry 18 decimals, so that a total rounded through a float differs from
+// the batch's.
 func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng *rand.Rand) (Expect, error) {
 	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kafka...), kgo.DefaultProduceTopic(topic))...)
@@ -211,8 +260,17 @@ func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng 
 	var recs []*kgo.Record
 	for i := range n {
 		id := fmt.Sprintf("chaos-%07d", i)
-		v, _ := json.Marshal(events.PayoutRequested{IntentID: id, Account: "acct-chaos", Currency: currencies[i%len(currencies)],
-			Amount: events.MustAmount(fmt.Sprintf("%d.%d", 1+rng.IntN(500), rng.IntN(100))), Address: fmt.Sprintf("addr-%d", rng.IntN(n))})
+		cur := currencies[i%len(currencies)]
+		amount := fmt.Sprintf("%d.%d", 1+rng.IntN(500), rng.IntN(100))
+		if cur == "ETH" && rng.IntN(3) == 0 {
+			amount = fmt.Sprintf("%d.%018d", 1+rng.IntN(500), 1+rng.Int64N(999_999_999_999_999_999))
+		}
+		account := FastAccount
+		if (i/len(currencies))%2 == 1 {
+			account = SlowAccount
+		}
+		v, _ := json.Marshal(events.PayoutRequested{IntentID: id, Account: account, Currency: cur,
+			Amount: events.MustAmount(amount), Address: fmt.Sprintf("addr-%d", rng.IntN(n))})
 		r := &kgo.Record{Key: []byte(id), Value: v}
 		recs = append(recs, r)
 		want.Valid[id] = true
