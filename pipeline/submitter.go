@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/time/rate"
@@ -720,21 +721,17 @@ func (s *Submitter) produceAndCommit(ctx context.Context, sess *kgo.GroupTransac
 func (s *Submitter) warnIfNoCommittedOffsets(ctx context.Context, cl *kgo.Client) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req := kmsg.NewPtrOffsetFetchRequest()
-	req.Group = s.cfg.Group
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil || resp.ErrorCode != 0 {
+	offsets, err := kadm.NewClient(cl).FetchOffsets(ctx, s.cfg.Group)
+	if err != nil {
+		s.log.Warn("could not read the submitter group's committed offsets", "group", s.cfg.Group, "error", err)
 		return
 	}
-	for _, t := range resp.Topics {
-		if t.Topic != s.cfg.Topics.Batches {
-			continue
-		}
-		for _, p := range t.Partitions {
-			if p.Offset >= 0 {
-				return
-			}
-		}
+	committed := false
+	offsets.Each(func(o kadm.OffsetResponse) {
+		committed = committed || (o.Topic == s.cfg.Topics.Batches && o.Err == nil && o.At >= 0)
+	})
+	if committed {
+		return
 	}
 	s.log.Warn("submitter group has no committed offsets on the batches topic: reading it from the start; "+
 		"batches with a final state on the batch-state topic are skipped, the others are looked up by idempotency key before any create",
