@@ -60,7 +60,7 @@ type SubmitterConfig struct {
 	// creates, look-ups, balance and fee calls together (default 5, what
 	// Calypso allows an account). It is per process: with N submitter
 	// instances set it to Calypso's allowance / N, less what the
-	// tracker's polls of that account use.
+	// tracker's polls of that account use. Negative: no limit.
 	Rate float64
 	// InFlight is how many batches one account's lane works on at once
 	// (default 4).
@@ -157,7 +157,7 @@ func (c *SubmitterConfig) setDefaults() {
 		c.MaxDeferDelay = 30 * time.Minute
 	}
 	c.MaxDeferDelay = max(c.MaxDeferDelay, c.DeferDelay)
-	if c.Rate <= 0 {
+	if c.Rate == 0 {
 		c.Rate = DefaultSubmitterRate
 	}
 	if c.InFlight <= 0 {
@@ -261,7 +261,11 @@ func (s *Submitter) limiter(account string) *rate.Limiter {
 	defer s.limitersMu.Unlock()
 	l, ok := s.limiters[account]
 	if !ok {
-		l = rate.NewLimiter(rate.Limit(s.cfg.Rate), 1)
+		limit := rate.Limit(s.cfg.Rate)
+		if s.cfg.Rate < 0 {
+			limit = rate.Inf
+		}
+		l = rate.NewLimiter(limit, 1)
 		s.limiters[account] = l
 	}
 	return l
