@@ -75,8 +75,10 @@ type SubmitterConfig struct {
 	// is looked up by idempotency key (answers 004, payout still being
 	// created) before it is parked as undecided (default 1 minute).
 	LookupGrace time.Duration
-	// MaxPending bounds the batches consumed and not yet committed past;
-	// above it the submitter stops fetching (default 4096).
+	// MaxPending bounds the batches handed to lanes whose outcome is not
+	// yet committed; above it the submitter stops fetching (default 4096).
+	// A lane failing longer than Retry.MaxElapsed parks its batches
+	// without calls, so a hung account cannot fill this budget for long.
 	MaxPending int
 
 	// Health receives the component's readiness: part "submitter", and
@@ -350,7 +352,7 @@ type sessionState struct {
 	states   *batchStates
 	results  []laneResult // outcomes not yet committed
 	extra    []*kgo.Record
-	nPending int
+	nPending int // handed to lanes, outcome not yet committed
 }
 
 // laneResult is a lane's outcome for one batch: the records that say it,
@@ -462,6 +464,7 @@ func (s *Submitter) session(ctx context.Context) error {
 				continue
 			}
 			e.due = true
+			st.nPending++
 			lanes.submit(e)
 		}
 		waiting = stillWaiting
@@ -498,6 +501,7 @@ func (s *Submitter) session(ctx context.Context) error {
 					waiting = append(waiting, e)
 				} else {
 					e.due = true
+					st.nPending++
 					lanes.submit(e)
 				}
 			}
@@ -604,7 +608,6 @@ func (s *Submitter) consume(st *sessionState, r *kgo.Record) *entry {
 	e := &entry{p: p, state: state}
 	pl.pending[r.Offset] = e
 	st.inflight[b.BatchID] = r.Offset
-	st.nPending++
 	return e
 }
 

@@ -70,6 +70,8 @@ type lane struct {
 	ready        chan struct{}
 	stoppedUntil time.Time // after an authentication/configuration error
 	failures     int       // consecutive calls failed retryably
+	failingSince time.Time // first of those failures
+	lastProbe    time.Time // last batch let through while failing
 }
 
 func (l *lane) push(e *entry) {
@@ -151,6 +153,9 @@ func (l *lane) handle(ctx context.Context, e *entry) laneResult {
 	if r, stopped := l.whileStopped(h); stopped {
 		return r
 	}
+	if r, parked := l.whileFailing(h); parked {
+		return r
+	}
 	cl, err := l.s.accounts.client(b.Account)
 	if err != nil {
 		return h.stopLane(err.Error())
@@ -204,6 +209,32 @@ func (l *lane) whileStopped(h *handling) (laneResult, bool) {
 	return h.parkUnavailable("lane stopped: "+l.reason(), until), true
 }
 
+// whileFailing parks a batch without calling Calypso when the lane's calls
+// have failed for longer than the retry policy's bound, letting one batch
+// through per MaxInterval to find out whether Calypso is back. So a hung or
+// failing account's backlog is parked (and its offsets committed) instead of
+// filling the session's pending budget.
+func (l *lane) whileFailing(h *handling) (laneResult, bool) {
+	now := time.Now()
+	p := l.s.cfg.Retry
+	l.mu.Lock()
+	since := l.failingSince
+	failing := !since.IsZero() && now.Sub(since) >= p.MaxElapsed
+	probe := failing && now.Sub(l.lastProbe) >= p.MaxInterval
+	if probe {
+		l.lastProbe = now
+	}
+	l.mu.Unlock()
+	if !failing || probe {
+		return laneResult{}, false
+	}
+	why := fmt.Sprintf("the account's Calypso calls have failed since %s", since.UTC().Format(time.RFC3339))
+	if h.unknown {
+		return h.undecided(why), true
+	}
+	return h.parkUnavailable(why, time.Time{}), true
+}
+
 func (l *lane) reason() string {
 	for _, st := range l.s.Lanes() {
 		if st.Account == l.account {
@@ -239,6 +270,7 @@ func (l *lane) laneWorks() {
 	wasStopped := !l.stoppedUntil.IsZero()
 	l.stoppedUntil = time.Time{}
 	l.failures = 0
+	l.failingSince = time.Time{}
 	l.mu.Unlock()
 	if l.s.setLane(l.account, LaneOK, "") && wasStopped {
 		l.log.Info("lane working again")
@@ -249,6 +281,9 @@ func (l *lane) laneFails(err error) {
 	l.mu.Lock()
 	l.failures++
 	n := l.failures
+	if l.failingSince.IsZero() {
+		l.failingSince = time.Now()
+	}
 	l.mu.Unlock()
 	if n >= 3 {
 		l.s.setLane(l.account, LaneFailing, err.Error())
@@ -311,34 +346,17 @@ func retryable(err error) bool {
 }
 
 // mayHaveReached reports whether a failed create may have been processed by
-// Calypso: anything but an answer that says it was not (a 4xx other than
-// 408, a 429) and a request refused before it was sent. Unsure means yes.
+// Calypso: a request cut short once written, 5xx, 000, a lost answer, or an
+// earlier attempt of the call that may have (calypso.MayHaveReached).
 func mayHaveReached(err error) bool {
-	if errors.Is(err, calypso.ErrInvalidRequest) {
-		return false
-	}
-	var api *calypso.APIError
-	if errors.As(err, &api) {
-		switch {
-		case api.HTTPStatus == http.StatusTooManyRequests:
-			return false
-		case api.Code == calypso.CodeInternal, api.HTTPStatus >= 500, api.HTTPStatus == http.StatusRequestTimeout:
-			return true
-		}
-		return false // Calypso answered with a refusal: this try did not create
-	}
-	return true // timeout, reset, lost answer, malformed 2xx
+	return calypso.MayHaveReached(err)
 }
 
 // isAuth reports an authentication or signing error (002, 003, 401, 403):
 // not the batch's fault, the lane's.
 func isAuth(err error) bool {
 	var api *calypso.APIError
-	if !errors.As(err, &api) {
-		return false
-	}
-	return api.Code == calypso.CodeInvalidAPIKey || api.Code == calypso.CodeWrongSign ||
-		api.HTTPStatus == http.StatusUnauthorized || api.HTTPStatus == http.StatusForbidden
+	return errors.Is(err, calypso.ErrAuth) || errors.As(err, &api) && api.HTTPStatus == http.StatusForbidden
 }
 
 // callFailed decides what a failed guard call (fee, balance) means.
@@ -413,7 +431,7 @@ func (h *handling) create(ctx context.Context, need decimal.Decimal) laneResult 
 	case errors.Is(err, calypso.ErrIdempotencyKeyExists):
 		// The key exists: a payout exists, even if look-ups lag.
 		return h.resolve(ctx, err, true, calypso.NewAmount(need))
-	case isAPI && api.Code == calypso.CodeCreateRejected:
+	case errors.Is(err, calypso.ErrValidationFailed):
 		// 016 is overloaded (key exists, validation failed, balance):
 		// only a look-up tells whether a payout exists.
 		return h.resolve(ctx, err, false, calypso.NewAmount(need))
@@ -439,7 +457,7 @@ func (h *handling) request() calypso.MassPayoutRequest {
 	}
 	// A date that has passed means "now": Calypso refuses past dates. The
 	// margin keeps a date from passing on its way to Calypso.
-	if b.ExecutionDate != nil && b.ExecutionDate.After(h.l.s.cfg.Now().Add(time.Minute)) {
+	if b.ExecutionDate != nil && b.ExecutionDate.After(h.l.s.cfg.Now().Add(10*time.Second)) {
 		req.ExecutionDate = b.ExecutionDate
 	}
 	for _, it := range b.Items {
@@ -526,8 +544,7 @@ func (h *handling) resolve(ctx context.Context, refusal error, exists bool, need
 }
 
 func is016(err error) bool {
-	var api *calypso.APIError
-	return errors.As(err, &api) && api.Code == calypso.CodeCreateRejected
+	return errors.Is(err, calypso.ErrValidationFailed) || errors.Is(err, calypso.ErrIdempotencyKeyExists)
 }
 
 // refused turns a refusal that created nothing into the batch's outcome: a

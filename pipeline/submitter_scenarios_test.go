@@ -153,9 +153,7 @@ func TestLostAnswerWithLaggingLookUpIsUndecidedNeverRejected(t *testing.T) {
 		t.Fatalf("%d creates", n)
 	}
 	requirePaidOnce(t, w, []events.BatchPlanned{b}, 2)
-	if n, _ := s.Undecided(); n != 0 {
-		t.Fatalf("%d batches still undecided after submission", n)
-	}
+	waitUntil(t, 10*time.Second, "no batch undecided after the submission", func() bool { n, _ := s.Undecided(); return n == 0 })
 }
 
 // Scenarios 2 and 10: the first try's answer is lost; the retry answers 016
@@ -611,4 +609,46 @@ func TestHungAccountDelaysNoOtherAccount(t *testing.T) {
 	})
 	requireNeverFailed(t, recs)
 	requirePaidOnce(t, w, append(bs, others...), len(bs)+len(others))
+}
+
+// Lanes: a lane whose calls keep failing in a way that certainly created
+// nothing (429) ends its retry policy with a decision: the batch is parked
+// as CALYPSO_UNAVAILABLE, never rejected, and paid once Calypso lets it.
+func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", func(c *sandbox.Config) {
+		c.Faults.AccountRateLimit = map[string]float64{"acct": 0.001} // one call, then 429s
+	})
+	w.connect(t, []string{"acct"}, 0)
+	outLog := e.follow(e.topics.Outcomes)
+	runComponent(t, newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
+		c.Retry = pipeline.RetryPolicy{MaxElapsed: time.Second, InitialInterval: 50 * time.Millisecond, MaxInterval: 200 * time.Millisecond}
+		c.DeferDelay, c.MaxDeferDelay = 300*time.Millisecond, 300*time.Millisecond
+	}).Run)
+	first := plannedBatch("acct", "TRX", batchItem("rl-1", "Ta", "1"))
+	e.plan(t, first)
+	outLog.waitFor(t, 30*time.Second, "the first batch submitted", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, first.BatchID)
+		return ok
+	})
+	second := plannedBatch("acct", "TRX", batchItem("rl-2", "Tb", "2"))
+	e.plan(t, second)
+	recs := outLog.waitFor(t, 30*time.Second, "the second batch parked", func(r []*kgo.Record) bool {
+		return len(outcomes(t, r)[events.TypePayoutDeferred]) >= 1
+	})
+	d := outcomes(t, recs)[events.TypePayoutDeferred][0].(events.PayoutDeferred)
+	if d.BatchID != second.BatchID || d.Reason != events.DeferCalypsoUnavailable {
+		t.Fatalf("deferral %+v", d)
+	}
+	if n := len(outcomes(t, recs)[events.TypePayoutUndecided]); n != 0 {
+		t.Fatalf("%d undecided: a 429 certainly created nothing", n)
+	}
+	w.sb.SetFaults(func(f *sandbox.Faults) { f.AccountRateLimit = nil })
+	recs = outLog.waitFor(t, 30*time.Second, "the second batch submitted", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, second.BatchID)
+		return ok
+	})
+	requireNeverFailed(t, recs)
+	requirePaidOnce(t, w, []events.BatchPlanned{first, second}, 2)
 }
