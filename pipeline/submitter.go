@@ -62,6 +62,11 @@ type SubmitterConfig struct {
 	// instances set it to Calypso's allowance / N, less what the
 	// tracker's polls of that account use. Negative: no limit.
 	Rate float64
+	// Limiters, when set for an account, is the limiter its lane uses
+	// instead of one built from Rate: the process's one limiter for the
+	// account, shared with its other Calypso callers (the tracker), so
+	// that together they stay within the account's allowance.
+	Limiters map[string]*rate.Limiter
 	// InFlight is how many batches one account's lane works on at once
 	// (default 4).
 	InFlight int
@@ -263,6 +268,9 @@ func (s *Submitter) limiter(account string) *rate.Limiter {
 	defer s.limitersMu.Unlock()
 	l, ok := s.limiters[account]
 	if !ok {
+		l = s.cfg.Limiters[account]
+	}
+	if l == nil {
 		limit := rate.Limit(s.cfg.Rate)
 		if s.cfg.Rate < 0 {
 			limit = rate.Inf

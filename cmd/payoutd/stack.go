@@ -152,7 +152,11 @@ func buildStack(c stackConfig) (*stack, error) {
 	if has("submitter") {
 		cfg := c.submitter
 		cfg.Topics, cfg.Logger = c.topics, c.log
-		sub, err := pipeline.NewSubmitter(cfg, c.accounts, c.kafka...)
+		accounts := c.submitterAccounts
+		if accounts == nil {
+			accounts = c.accounts
+		}
+		sub, err := pipeline.NewSubmitter(cfg, accounts, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("submitter: %w", err)
 		}
