@@ -254,6 +254,7 @@ func TestFaultAccountLatency(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a canceled call kept waiting")
 	}
+	waitFor(t, "the delayed request to end with its caller", func() bool { return h.sb.InFlight() == 0 })
 	h.sb.SetAccountLatency(account, 0)
 	if _, err := slow.Account(ctx); err != nil {
 		t.Fatal(err)
@@ -281,6 +282,7 @@ func TestFaultHangAccount(t *testing.T) {
 	if n := h.sb.CreateCount(key); n != 0 || len(h.sb.Payouts()) != 0 {
 		t.Fatalf("a hung create was processed: %d creates, %d payouts", n, len(h.sb.Payouts()))
 	}
+	waitFor(t, "the hung request to end with its caller", func() bool { return h.sb.InFlight() == 0 })
 	if n := h.sb.Requests()[calypso.PathMassCreate]["fault:hang"]; n != 1 {
 		t.Fatalf("fault:hang counted %d times, want 1", n)
 	}
@@ -311,6 +313,7 @@ func TestFaultHangAccount(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close left a hung call waiting")
 	}
+	waitFor(t, "no request left after Close", func() bool { return h.sb.InFlight() == 0 })
 }
 
 // Above an account's rate the sandbox answers 429 and processes nothing;

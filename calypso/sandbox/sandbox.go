@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/payoutd/payoutd/calypso"
@@ -61,6 +62,8 @@ type Sandbox struct {
 	// faultsChanged is closed and replaced whenever SetFaults runs, to wake
 	// the requests hanging on HangAccounts.
 	faultsChanged chan struct{}
+	// inFlight counts API requests being handled (hung ones included).
+	inFlight atomic.Int64
 }
 
 type account struct {
@@ -186,6 +189,8 @@ type handler func(req *request) (any, *apiError)
 // parsing and bookkeeping.
 func (s *Sandbox) api(path string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.inFlight.Add(1)
+		defer s.inFlight.Add(-1)
 		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 		// Read the body first: once it is consumed the server notices a
 		// client that hangs up, which ends a slow response early.
