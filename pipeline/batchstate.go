@@ -52,13 +52,16 @@ func (b *batchStates) put(partition int32, st events.BatchState) {
 // watermarks sampled now, read_committed, replacing what is known of them.
 // An empty or retention-trimmed partition (start = end) is read at once; a
 // read that does not reach the end within restoreTimeout is an error.
-func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string, partitions []int32) error {
+//
+// It returns the batches the partitions hold as quarantined, for the
+// operator's count.
+func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string, partitions []int32) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, base...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
@@ -67,14 +70,14 @@ func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string,
 		err = starts.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("listing start offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("listing start offsets of %s: %w", topic, err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("listing end offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
 	}
 	fresh := map[int32]map[string]events.BatchState{}
 	from := map[int32]kgo.Offset{}
@@ -84,7 +87,7 @@ func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string,
 		s, ok1 := starts.Lookup(topic, p)
 		e, ok2 := ends.Lookup(topic, p)
 		if !ok1 || !ok2 {
-			return fmt.Errorf("%s has no partition %d: is it co-partitioned with the batches topic?", topic, p)
+			return nil, fmt.Errorf("%s has no partition %d: is it co-partitioned with the batches topic?", topic, p)
 		}
 		if s.Offset < e.Offset {
 			from[p] = kgo.NewOffset().At(s.Offset)
@@ -97,10 +100,10 @@ func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string,
 	for len(end) > 0 {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("reading %s to its end: %w", topic, err)
+			return nil, fmt.Errorf("reading %s to its end: %w", topic, err)
 		}
 		if err := fatalFetchErr(fetches); err != nil {
-			return err
+			return nil, err
 		}
 		var decodeErr error
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -126,13 +129,26 @@ func (b *batchStates) restore(ctx context.Context, base []kgo.Opt, topic string,
 		if decodeErr != nil {
 			// Never guess a batch's state: an unreadable state stops the
 			// session rather than let a final batch be created again.
-			return decodeErr
+			return nil, decodeErr
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	var quarantined []string
 	for p, m := range fresh {
 		b.by[p] = m
+		for id, st := range m {
+			if st.State == events.BatchQuarantined {
+				quarantined = append(quarantined, id)
+			}
+		}
 	}
-	return nil
+	return quarantined, nil
+}
+
+// forget drops what is known of a partition no longer owned.
+func (b *batchStates) forget(partition int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.by, partition)
 }

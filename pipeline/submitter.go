@@ -329,7 +329,9 @@ func (s *Submitter) decode(r *kgo.Record) (planned, error) {
 type entry struct {
 	p     planned
 	state events.BatchState // what was known of the batch when consumed
-	due   bool              // handed to its lane
+	// dropped is set when the entry's partition was revoked: its lane skips
+	// it, and an outcome already found is not written by this instance.
+	dropped atomic.Bool
 }
 
 // partitionLog tracks one owned partition of the batches topic: which
@@ -340,32 +342,49 @@ type entry struct {
 type partitionLog struct {
 	pending   map[int64]*entry
 	done      map[int64]bool
-	next      int64 // highest consumed offset + 1
+	next      int64 // highest consumed offset + 1; -1 nothing consumed
 	committed int64 // last commit point written; -1 none
 }
 
-func (pl *partitionLog) point() int64 {
+func newPartitionLog() *partitionLog {
+	return &partitionLog{pending: map[int64]*entry{}, done: map[int64]bool{}, committed: -1, next: -1}
+}
+
+// point is the partition's commit point once the offsets in finishing have
+// their outcomes written.
+func (pl *partitionLog) point(finishing map[int64]bool) int64 {
 	pt := pl.next
 	for o := range pl.pending {
-		pt = min(pt, o)
+		if !finishing[o] {
+			pt = min(pt, o)
+		}
 	}
 	return pt
 }
 
-// sessionState is one session's view; only the session goroutine touches it,
-// except assigned/revoked, which the group callbacks fill.
+// sessionState is one session's view; only the session goroutine touches it.
 type sessionState struct {
 	parts    map[int32]*partitionLog
 	inflight map[string]int64 // batch id → offset of the record being worked on
 	states   *batchStates
 	results  []laneResult // outcomes not yet committed
-	extra    []*kgo.Record
+	extra    []extraRecord
 	nPending int // handed to lanes, outcome not yet committed
+	waiting  []*entry
+}
+
+// extraRecord is a record to write for a consumed offset that needs no lane
+// (an unreadable batch to the DLQ).
+type extraRecord struct {
+	partition int32
+	offset    int64
+	rec       *kgo.Record
 }
 
 // laneResult is a lane's outcome for one batch: the records that say it,
 // written in one transaction with the batch's state and the offset.
 type laneResult struct {
+	e         *entry
 	partition int32
 	offset    int64
 	batchID   string
@@ -373,10 +392,12 @@ type laneResult struct {
 	records   []*kgo.Record
 	state     *events.BatchState
 	since     time.Time // undecided since
-	canceled  bool      // the session ended mid-work; nothing to record
+	canceled  bool      // the session ended mid-work, or the partition was revoked
 }
 
-var errRevoked = errors.New("partitions revoked")
+// abortingFor is how long transactions may keep aborting (a rebalance, a
+// record refused) before the session starts over.
+const abortingFor = time.Minute
 
 func (s *Submitter) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -384,10 +405,10 @@ func (s *Submitter) session(ctx context.Context) error {
 
 	st := &sessionState{parts: map[int32]*partitionLog{}, inflight: map[string]int64{}, states: newBatchStates()}
 	var (
-		cbMu      sync.Mutex
-		cbErr     error
-		assigned  []int32
-		revokedCh = make(chan struct{}, 1)
+		cbMu     sync.Mutex
+		cbErr    error
+		assigned []int32
+		revoked  []int32
 	)
 	onAssigned := func(actx context.Context, _ *kgo.Client, m map[string][]int32) {
 		ps := m[s.cfg.Topics.Batches]
@@ -396,7 +417,10 @@ func (s *Submitter) session(ctx context.Context) error {
 		}
 		// Restore before the group fetches the partitions' offsets (kgo
 		// calls this first), so no batch is handled without its state.
-		err := st.states.restore(actx, s.kafka, s.cfg.Topics.BatchStates, ps)
+		quarantined, err := st.states.restore(actx, s.kafka, s.cfg.Topics.BatchStates, ps)
+		for _, id := range quarantined {
+			s.noteOutcome(laneResult{batchID: id, kind: outcomeQuarantined})
+		}
 		cbMu.Lock()
 		defer cbMu.Unlock()
 		if err != nil && cbErr == nil {
@@ -405,13 +429,9 @@ func (s *Submitter) session(ctx context.Context) error {
 		assigned = append(assigned, ps...)
 	}
 	onRevoked := func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
-		if len(m[s.cfg.Topics.Batches]) == 0 {
-			return
-		}
-		select {
-		case revokedCh <- struct{}{}:
-		default:
-		}
+		cbMu.Lock()
+		defer cbMu.Unlock()
+		revoked = append(revoked, m[s.cfg.Topics.Batches]...)
 	}
 	opts := append(append([]kgo.Opt{}, s.kafka...),
 		kgo.ConsumerGroup(s.cfg.Group),
@@ -442,44 +462,49 @@ func (s *Submitter) session(ctx context.Context) error {
 	lanes := newLanes(ctx, s, results, wake)
 	defer lanes.stop()
 
-	var waiting []*entry // due later (not-before)
-	for {
+	// rebalanced applies the group's callbacks: new partitions get a log,
+	// revoked ones are forgotten with everything consumed from them.
+	rebalanced := func() error {
 		cbMu.Lock()
-		err, newParts := cbErr, assigned
-		assigned = nil
+		err, newParts, gone := cbErr, assigned, revoked
+		assigned, revoked = nil, nil
 		cbMu.Unlock()
 		if err != nil {
 			return err
 		}
+		st.drop(gone)
 		for _, p := range newParts {
 			if st.parts[p] == nil {
-				st.parts[p] = &partitionLog{pending: map[int64]*entry{}, done: map[int64]bool{}, committed: -1, next: -1}
+				st.parts[p] = newPartitionLog()
 			}
 		}
-		select {
-		case <-revokedCh:
-			// Work in flight for partitions no longer ours must not be
-			// committed by us: start over from the committed offsets.
-			return errRevoked
-		default:
-		}
+		return nil
+	}
+	dispatch := func(e *entry) {
+		st.nPending++
+		lanes.submit(e)
+	}
 
+	var abortedSince time.Time
+	abortWait := 50 * time.Millisecond
+	for {
+		if err := rebalanced(); err != nil {
+			return err
+		}
 		now := s.cfg.Now()
 		var stillWaiting []*entry
-		for _, e := range waiting {
+		for _, e := range st.waiting {
 			if e.p.notBefore.After(now) {
 				stillWaiting = append(stillWaiting, e)
 				continue
 			}
-			e.due = true
-			st.nPending++
-			lanes.submit(e)
+			dispatch(e)
 		}
-		waiting = stillWaiting
+		st.waiting = stillWaiting
 
 		var fetched []*kgo.Record
 		if st.nPending < s.cfg.MaxPending {
-			pollCtx, stop := s.pollContext(ctx, waiting, wake)
+			pollCtx, stop := s.pollContext(ctx, st.waiting, wake)
 			fetches := sess.PollFetches(pollCtx)
 			stop()
 			if ctx.Err() != nil {
@@ -491,26 +516,23 @@ func (s *Submitter) session(ctx context.Context) error {
 			fetched = fetches.Records()
 			s.cfg.Health.Ready("submitter")
 		} else {
-			s.waitForWork(ctx, waiting, wake)
+			s.waitForWork(ctx, st.waiting, wake)
 			if ctx.Err() != nil {
 				return nil
 			}
 		}
-		cbMu.Lock()
-		err = cbErr
-		cbMu.Unlock()
-		if err != nil {
+		if err := rebalanced(); err != nil {
 			return err
 		}
-
 		for _, r := range fetched {
+			if st.parts[r.Partition] == nil {
+				continue // revoked since it was fetched
+			}
 			if e := s.consume(st, r); e != nil {
 				if e.p.notBefore.After(s.cfg.Now()) {
-					waiting = append(waiting, e)
+					st.waiting = append(st.waiting, e)
 				} else {
-					e.due = true
-					st.nPending++
-					lanes.submit(e)
+					dispatch(e)
 				}
 			}
 		}
@@ -518,13 +540,68 @@ func (s *Submitter) session(ctx context.Context) error {
 		if len(st.results) == 0 && len(st.extra) == 0 && !st.pointsMoved() {
 			continue
 		}
-		if err := s.commit(ctx, sess, st); err != nil {
+		committed, err := s.commit(ctx, sess, st)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+		if committed {
+			abortedSince, abortWait = time.Time{}, 50*time.Millisecond
+			continue
+		}
+		// A rebalance (or a refused record) aborted the transaction; the
+		// session rewound to the committed offsets. What is still ours is
+		// written again by the next transaction, after a short wait so that
+		// a rebalance in progress can finish.
+		if abortedSince.IsZero() {
+			abortedSince = time.Now()
+		} else if time.Since(abortedSince) > abortingFor {
+			return fmt.Errorf("submitter: transactions have aborted for %s", time.Since(abortedSince).Round(time.Second))
+		}
+		s.log.Warn("transaction aborted; its outcomes are written again by the next one", "retry_in", abortWait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(abortWait):
+		}
+		abortWait = min(2*abortWait, 2*time.Second)
 	}
+}
+
+// drop forgets revoked partitions: their logs, waiting batches, outcomes not
+// yet written and work in lanes. The new owner consumes them from the
+// committed offsets, with the batch states this instance committed.
+func (st *sessionState) drop(partitions []int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	gone := map[int32]bool{}
+	for _, p := range partitions {
+		pl := st.parts[p]
+		if pl == nil {
+			continue
+		}
+		gone[p] = true
+		for _, e := range pl.pending {
+			e.dropped.Store(true)
+			if st.inflight[e.p.batch.BatchID] == e.p.rec.Offset {
+				delete(st.inflight, e.p.batch.BatchID)
+			}
+		}
+		delete(st.parts, p)
+		st.states.forget(p)
+	}
+	st.waiting = slices.DeleteFunc(st.waiting, func(e *entry) bool { return gone[e.p.rec.Partition] })
+	st.results = slices.DeleteFunc(st.results, func(r laneResult) bool {
+		if gone[r.partition] {
+			st.nPending--
+			return true
+		}
+		return false
+	})
+	st.extra = slices.DeleteFunc(st.extra, func(x extraRecord) bool { return gone[x.partition] })
 }
 
 // pollContext is ctx, ended early when a lane has a result or a waiting
@@ -580,19 +657,15 @@ func earliest(es []*entry) (time.Time, bool) {
 // already being worked on, or consumed again after a rewind).
 func (s *Submitter) consume(st *sessionState, r *kgo.Record) *entry {
 	pl := st.parts[r.Partition]
-	if pl == nil {
-		pl = &partitionLog{pending: map[int64]*entry{}, done: map[int64]bool{}, committed: -1, next: -1}
-		st.parts[r.Partition] = pl
-	}
-	if _, ok := pl.pending[r.Offset]; ok || pl.done[r.Offset] || r.Offset < pl.committed {
+	if _, ok := pl.pending[r.Offset]; ok || pl.done[r.Offset] || r.Offset < pl.committed || st.extraFor(r) {
 		return nil // consumed again after an aborted transaction rewound the session
 	}
 	pl.next = max(pl.next, r.Offset+1)
 	p, err := s.decode(r)
 	if err != nil {
 		s.log.Error("unreadable record on the batches topic; sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "error", err)
-		st.extra = append(st.extra, dlqRecord(s.cfg.Topics.DLQ, r, &Rejection{Reason: ReasonBadBatch, Err: err.Error()}, s.cfg.Now()))
-		pl.done[r.Offset] = true
+		st.extra = append(st.extra, extraRecord{r.Partition, r.Offset,
+			dlqRecord(s.cfg.Topics.DLQ, r, &Rejection{Reason: ReasonBadBatch, Err: err.Error()}, s.cfg.Now())})
 		return nil
 	}
 	b := p.batch
@@ -619,12 +692,20 @@ func (s *Submitter) consume(st *sessionState, r *kgo.Record) *entry {
 	return e
 }
 
+// extraFor reports whether r already has a record waiting to be written.
+func (st *sessionState) extraFor(r *kgo.Record) bool {
+	return slices.ContainsFunc(st.extra, func(x extraRecord) bool { return x.partition == r.Partition && x.offset == r.Offset })
+}
+
 // drain collects the results lanes have sent so far.
 func (st *sessionState) drain(results <-chan laneResult) {
 	for {
 		select {
 		case r := <-results:
-			if !r.canceled {
+			switch {
+			case r.e != nil && r.e.dropped.Load():
+				st.nPending-- // its partition was revoked
+			case !r.canceled:
 				st.results = append(st.results, r)
 			}
 		default:
@@ -633,11 +714,30 @@ func (st *sessionState) drain(results <-chan laneResult) {
 	}
 }
 
+// finishing is the offsets, by partition, that the next transaction writes
+// outcomes for.
+func (st *sessionState) finishing() map[int32]map[int64]bool {
+	out := map[int32]map[int64]bool{}
+	add := func(p int32, o int64) {
+		if out[p] == nil {
+			out[p] = map[int64]bool{}
+		}
+		out[p][o] = true
+	}
+	for _, r := range st.results {
+		add(r.partition, r.offset)
+	}
+	for _, x := range st.extra {
+		add(x.partition, x.offset)
+	}
+	return out
+}
+
 // pointsMoved reports whether a partition's commit point moved past what
-// was committed (batches skipped or unreadable, with no records to write).
+// was committed (batches skipped, with no records to write).
 func (st *sessionState) pointsMoved() bool {
 	for _, pl := range st.parts {
-		if pl.next >= 0 && pl.point() > pl.committed {
+		if pl.next >= 0 && pl.point(nil) > pl.committed {
 			return true
 		}
 	}
@@ -645,48 +745,56 @@ func (st *sessionState) pointsMoved() bool {
 }
 
 // commit writes the lanes' outcomes and moves each partition's offset to its
-// commit point, in one transaction. A transaction that does not commit ends
-// the session: the next one starts from the committed offsets and the batch
-// states, and the work is done again (creates answer 016 and are found by
-// idempotency key).
-func (s *Submitter) commit(ctx context.Context, sess *kgo.GroupTransactSession, st *sessionState) error {
-	out := append([]*kgo.Record(nil), st.extra...)
+// commit point, in one transaction, and reports whether it committed. An
+// aborted transaction changes nothing here: its outcomes are written again
+// by the next one. An error ends the session: the next one starts from the
+// committed offsets and the batch states, and redoes the work (creates
+// answer 016 and are found by idempotency key).
+func (s *Submitter) commit(ctx context.Context, sess *kgo.GroupTransactSession, st *sessionState) (bool, error) {
+	var out []*kgo.Record
+	for _, x := range st.extra {
+		out = append(out, x.rec)
+	}
 	for _, r := range st.results {
 		out = append(out, r.records...)
-		if pl := st.parts[r.partition]; pl != nil {
-			if e := pl.pending[r.offset]; e != nil {
-				delete(pl.pending, r.offset)
-				pl.done[r.offset] = true
-			}
+		if r.kind == outcomeSubmitted && s.crash.at(crashAfterCreate) {
+			return false, errCrashed // Calypso accepted, nothing committed
 		}
 	}
+	finishing := st.finishing()
 	points := map[int32]int64{}
 	for p, pl := range st.parts {
 		if pl.next >= 0 {
-			points[p] = pl.point()
-		}
-	}
-	for _, r := range st.results {
-		if r.kind == outcomeSubmitted && s.crash.at(crashAfterCreate) {
-			return errCrashed // Calypso accepted, nothing committed
+			points[p] = pl.point(finishing[p])
 		}
 	}
 	ok, err := s.produceAndCommit(ctx, sess, out, points)
 	if err != nil || !ok {
 		s.Stats.Aborts.Add(1)
-		if err == nil {
-			err = errors.New("transaction aborted")
+		if err != nil {
+			return false, fmt.Errorf("submitter transaction: %w", err)
 		}
-		return fmt.Errorf("submitter transaction: %w", err)
+		return false, nil
 	}
 	s.Stats.Commits.Add(1)
 	for _, r := range st.results {
-		delete(st.inflight, r.batchID)
+		if pl := st.parts[r.partition]; pl != nil {
+			delete(pl.pending, r.offset)
+			pl.done[r.offset] = true
+		}
+		if st.inflight[r.batchID] == r.offset {
+			delete(st.inflight, r.batchID)
+		}
 		st.nPending--
 		if r.state != nil {
 			st.states.put(r.partition, *r.state)
 		}
 		s.noteOutcome(r)
+	}
+	for _, x := range st.extra {
+		if pl := st.parts[x.partition]; pl != nil {
+			pl.done[x.offset] = true
+		}
 	}
 	for p, pt := range points {
 		pl := st.parts[p]
@@ -698,7 +806,7 @@ func (s *Submitter) commit(ctx context.Context, sess *kgo.GroupTransactSession, 
 		}
 	}
 	st.results, st.extra = nil, nil
-	return nil
+	return true, nil
 }
 
 // produceAndCommit is produceInTxn with the offsets set to the commit points

@@ -112,10 +112,14 @@ func (l *lane) work(ctx context.Context, ls *lanes) {
 				continue
 			}
 		}
-		r := l.handle(ctx, e)
-		if ctx.Err() != nil {
+		var r laneResult
+		if !e.dropped.Load() {
+			r = l.handle(ctx, e)
+		}
+		if ctx.Err() != nil || e.dropped.Load() {
 			r = laneResult{canceled: true}
 		}
+		r.e = e
 		select {
 		case ls.results <- r:
 		case <-ctx.Done():
