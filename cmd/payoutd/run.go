@@ -315,7 +315,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	}
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
-		submitterAccounts: submitterAccounts,
+		submitterAccounts: submitterAccounts, health: pipeline.NewHealth(),
 		batcher: pipeline.BatcherConfig{
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
@@ -391,11 +391,13 @@ type stackConfig struct {
 	// submitterAccounts are the submitter's own clients (one attempt per
 	// call, no limiter of their own); nil: accounts.
 	submitterAccounts pipeline.Accounts
-	log               *slog.Logger
-	metrics           *metrics
-	batcher           pipeline.BatcherConfig
-	submitter         pipeline.SubmitterConfig
-	ingress           pipeline.IngressConfig
-	ingressAddr       string
-	tracker           pipeline.TrackerConfig
+	// health collects the components' readiness for /readyz; nil: none.
+	health      *pipeline.Health
+	log         *slog.Logger
+	metrics     *metrics
+	batcher     pipeline.BatcherConfig
+	submitter   pipeline.SubmitterConfig
+	ingress     pipeline.IngressConfig
+	ingressAddr string
+	tracker     pipeline.TrackerConfig
 }

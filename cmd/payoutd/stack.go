@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,9 @@ type stack struct {
 	tracker    *pipeline.Tracker
 	ingressSrv *http.Server
 	ingressLn  net.Listener
+	// health is what the components report about their progress (a
+	// stopped submitter lane, quarantined batches); nil: none.
+	health *pipeline.Health
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -86,12 +90,22 @@ func (s *stack) start() {
 	}
 }
 
-// ready reports whether every component is running.
+// ready reports whether every component is running and reports itself able
+// to make progress.
 func (s *stack) ready() (bool, string) {
 	for _, c := range s.components {
 		if !c.running.Load() {
 			return false, c.name + " is not running"
 		}
+	}
+	if ok, parts := s.health.Check(); !ok {
+		var why []string
+		for _, p := range parts {
+			if !p.Ready {
+				why = append(why, p.Part+": "+p.Reason)
+			}
+		}
+		return false, strings.Join(why, "; ")
 	}
 	return true, ""
 }
@@ -129,7 +143,7 @@ func (s *stack) stop(timeout time.Duration) error {
 // buildStack creates the selected components with their metrics. The
 // ingress's port is bound here, so a busy port fails the start.
 func buildStack(c stackConfig) (*stack, error) {
-	s := &stack{log: c.log}
+	s := &stack{log: c.log, health: c.health}
 	has := func(name string) bool {
 		for _, x := range c.components {
 			if x == name {
@@ -151,7 +165,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("submitter") {
 		cfg := c.submitter
-		cfg.Topics, cfg.Logger = c.topics, c.log
+		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, c.health
 		accounts := c.submitterAccounts
 		if accounts == nil {
 			accounts = c.accounts
