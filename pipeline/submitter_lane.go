@@ -535,6 +535,11 @@ func (h *handling) resolve(ctx context.Context, refusal error, exists bool, need
 		return h.undecided(fmt.Sprintf("payout %s found by idempotency key but still %s with total %s", creating.ID, creating.State, creating.TotalWithdrawalAmount))
 	case exists:
 		return h.undecided(fmt.Sprintf("Calypso says the idempotency key exists (%v) but the look-up answers: %v", refusal, lastErr))
+	case refusal != nil && notFound && h.unknown && is016(refusal):
+		// 016 after an attempt that may have created the payout may mean
+		// "the key exists" (Calypso validates before it checks the key),
+		// and a look-up that lags says nothing: never fail what may be paid.
+		return h.undecided(fmt.Sprintf("Calypso refused with %v after an attempt whose outcome is unknown, and look-ups by idempotency key have not found the payout yet", refusal))
 	case refusal != nil && notFound:
 		return h.refused(refusal, need)
 	case h.unknown || refusal != nil:

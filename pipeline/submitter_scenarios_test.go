@@ -162,20 +162,27 @@ func TestLostAnswerWithLaggingLookUpIsUndecidedNeverRejected(t *testing.T) {
 // payout is found and the batch is submitted.
 func TestValidationFailedAfterAnUnknownCreateIsResolvedByLookUp(t *testing.T) {
 	t.Parallel()
-	for name, inject := range map[string][]sandbox.Fault{
-		"lost answer":      {sandbox.FaultLostResponse},
-		"lost answer, 5xx": {sandbox.FaultLostResponse, sandbox.Fault5xx},
+	for name, tc := range map[string]struct {
+		inject []sandbox.Fault
+		lag    time.Duration // unscaled: × TimeScale 0.001
+	}{
+		"lost answer":                        {[]sandbox.Fault{sandbox.FaultLostResponse}, 300 * time.Second},
+		"lost answer, 5xx":                   {[]sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx}, 300 * time.Second},
+		"look-ups lag longer than the grace": {[]sandbox.Fault{sandbox.FaultLostResponse}, 3000 * time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, 1)
 			w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", func(c *sandbox.Config) {
 				c.Faults.ValidationAfterAmbiguous = 1
-				c.Faults.LookupLag = 300 * time.Second // 300ms
+				c.Faults.LookupLag = tc.lag
 			})
-			w.sb.InjectFault(calypso.PathMassCreate, inject...)
+			w.sb.InjectFault(calypso.PathMassCreate, tc.inject...)
 			outLog := e.follow(e.topics.Outcomes)
-			runComponent(t, newSubmitter(t, e, w, nil).Run)
+			runComponent(t, newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
+				c.LookupGrace = time.Second
+				c.DeferDelay, c.MaxDeferDelay = 500*time.Millisecond, time.Second
+			}).Run)
 
 			b := plannedBatch("acct", "TRX", batchItem("v-1", "Ta", "1"), batchItem("v-2", "Tb", "2"))
 			e.plan(t, b)
