@@ -659,3 +659,43 @@ func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 	requireNeverFailed(t, recs)
 	requirePaidOnce(t, w, []events.BatchPlanned{first, second}, 2)
 }
+
+// Scenario 9: an account with no Calypso client configured is not a
+// business refusal either: its lane stops, its batch waits, and is paid once
+// a client is there.
+func TestAccountWithoutClientWaitsForOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	w := newCalypso(t, []string{"good", "ghost"}, []string{"TRX"}, "1000", nil)
+	ghost := w.accounts["ghost"]
+	delete(w.accounts, "ghost")
+	health := pipeline.NewHealth()
+	outLog := e.follow(e.topics.Outcomes)
+	s := newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
+		c.Health = health
+		c.DeferDelay, c.MaxDeferDelay = 200*time.Millisecond, 500*time.Millisecond
+	})
+	runComponent(t, s.Run)
+	b := plannedBatch("ghost", "TRX", batchItem("ghost-1", "Ta", "1"))
+	e.plan(t, b)
+	recs := outLog.waitFor(t, 30*time.Second, "the batch deferred", func(r []*kgo.Record) bool {
+		return len(outcomes(t, r)[events.TypePayoutDeferred]) >= 1
+	})
+	requireNeverFailed(t, recs)
+	waitUntil(t, 10*time.Second, "the lane reported stopped", func() bool {
+		_, parts := health.Check()
+		for _, p := range parts {
+			if p.Part == "submitter/lane/ghost" && !p.Ready && strings.Contains(p.Reason, "no Calypso client") {
+				return true
+			}
+		}
+		return false
+	})
+	s.SetClient("ghost", ghost)
+	recs = outLog.waitFor(t, 30*time.Second, "the batch paid", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, b.BatchID)
+		return ok
+	})
+	requireNeverFailed(t, recs)
+	requirePaidOnce(t, w, []events.BatchPlanned{b}, 1)
+}
