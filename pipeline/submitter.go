@@ -610,7 +610,7 @@ func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-ch
 	pollCtx, cancel := context.WithCancel(ctx)
 	if due, ok := earliest(waiting); ok {
 		var c2 context.CancelFunc
-		pollCtx, c2 = context.WithDeadline(pollCtx, due)
+		pollCtx, c2 = context.WithTimeout(pollCtx, due.Sub(s.cfg.Now()))
 		prev := cancel
 		cancel = func() { c2(); prev() }
 	}
@@ -631,7 +631,7 @@ func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-ch
 func (s *Submitter) waitForWork(ctx context.Context, waiting []*entry, wake <-chan struct{}) {
 	var due <-chan time.Time
 	if t, ok := earliest(waiting); ok {
-		timer := time.NewTimer(time.Until(t))
+		timer := time.NewTimer(t.Sub(s.cfg.Now()))
 		defer timer.Stop()
 		due = timer.C
 	}
