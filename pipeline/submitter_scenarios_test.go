@@ -574,15 +574,21 @@ func TestHungAccountDelaysNoOtherAccount(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 2)
 	accounts := []string{"hung", "a", "b", "c"}
-	w := newCalypso(t, accounts, []string{"TRX"}, "1000", func(c *sandbox.Config) {
-		c.Faults.HangAccounts = map[string]bool{"hung": true}
-	})
+	w := newCalypso(t, accounts, []string{"TRX"}, "1000", nil)
 	w.connect(t, accounts, 2*time.Second) // each attempt gives up after 2s
 	outLog := e.follow(e.topics.Outcomes)
 	runComponent(t, newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
 		c.DeferDelay, c.MaxDeferDelay = 200*time.Millisecond, 500*time.Millisecond
 		c.Retry.MaxElapsed = 3 * time.Second
 	}).Run)
+	// Warm up (the group joined, the partitions assigned), then hang.
+	warm := plannedBatch("a", "TRX", batchItem("warm", "Tw", "1"))
+	e.plan(t, warm)
+	outLog.waitFor(t, time.Minute, "the warm-up batch submitted", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, warm.BatchID)
+		return ok
+	})
+	w.sb.HangAccount("hung", true)
 	var bs []events.BatchPlanned
 	for i := range 3 {
 		bs = append(bs, plannedBatch("hung", "TRX", batchItem(fmt.Sprintf("h-%d", i), fmt.Sprintf("Th%d", i), "1")))
@@ -615,7 +621,7 @@ func TestHungAccountDelaysNoOtherAccount(t *testing.T) {
 		return true
 	})
 	requireNeverFailed(t, recs)
-	requirePaidOnce(t, w, append(bs, others...), len(bs)+len(others))
+	requirePaidOnce(t, w, append(append(bs, others...), warm), len(bs)+len(others)+1)
 }
 
 // Lanes: a lane whose calls keep failing in a way that certainly created
