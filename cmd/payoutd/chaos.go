@@ -99,6 +99,13 @@ func componentArgs(prefix string, t events.Topics, brokers []string, component s
 		"--tracker-transactional-id=" + prefix + "-tracker",
 		"--batcher-max-wait=300ms",
 		"--submitter-retry-delay=1s",
+		// Above the sandbox's 2 s look-up lag (chaos.Faults), so that a
+		// payout created by a lost create is found, and short enough that a
+		// refused batch whose create was in doubt is decided within the run.
+		"--submitter-lookup-grace=10s",
+		// Parked batches (undecided, Calypso unavailable) come back within
+		// seconds; the run has no balance deferrals.
+		"--submitter-defer-delay=2s", "--submitter-max-defer-delay=10s",
 		"--tracker-poll-after=2s",
 		"--shutdown-timeout=10s",
 		"--log-format=json",

@@ -24,6 +24,10 @@ import (
 type Expect struct {
 	Valid   map[string]bool
 	Invalid map[string]bool
+	// Refused are intents to an address Calypso refuses: each must fail
+	// alone (one IntentFailed, in no payout) while the rest of its batch is
+	// paid.
+	Refused map[string]bool
 }
 
 // Report is the audit's verdict. The zero counts of DoublePaid, Lost and
@@ -32,6 +36,7 @@ type Report struct {
 	Intents       int // valid intents sent
 	PaidOnce      int // valid intents in exactly one Calypso payout with one terminal outcome
 	DLQ           int // invalid records found in the DLQ with a reason
+	Refused       int // intents to a refused address that failed alone, as they must
 	DoublePaid    int // intents in more than one payout
 	Lost          int // valid intents in no payout, or invalid ones missing from the DLQ
 	NotTerminal   int // paid intents without exactly one terminal outcome
@@ -59,8 +64,8 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 
 // String is the one summary line.
 func (r Report) String() string {
-	return fmt.Sprintf("chaos: intents=%d paid_once=%d dlq=%d double_paid=%d lost=%d not_terminal=%d double_created=%d bad_totals=%d missing_raw=%d rejected_but_paid=%d created_after_rejection=%d final_overwritten=%d kills=%d broker_restarts=%d",
-		r.Intents, r.PaidOnce, r.DLQ, r.DoublePaid, r.Lost, r.NotTerminal, r.DoubleCreated, r.BadTotals, r.MissingRaw,
+	return fmt.Sprintf("chaos: intents=%d paid_once=%d dlq=%d refused=%d double_paid=%d lost=%d not_terminal=%d double_created=%d bad_totals=%d missing_raw=%d rejected_but_paid=%d created_after_rejection=%d final_overwritten=%d kills=%d broker_restarts=%d",
+		r.Intents, r.PaidOnce, r.DLQ, r.Refused, r.DoublePaid, r.Lost, r.NotTerminal, r.DoubleCreated, r.BadTotals, r.MissingRaw,
 		r.RejectedButPaid, r.CreatedAfterRejection, r.FinalOverwritten, r.Kills, r.BrokerRestarts)
 }
 
@@ -118,6 +123,7 @@ func Audit(ctx context.Context, kafka []kgo.Opt, topics events.Topics, sb *sandb
 	terminal := map[string]map[string]bool{}
 	final := map[string]events.IntentStatus{} // the final state each intent's outcome says
 	failedFlagged := map[string]bool{}
+	failedIntents := map[string]struct{}{}
 	rejected := map[string]bool{}
 	for _, r := range all[topics.Outcomes] {
 		m, e, err := events.Decode(r)
@@ -133,6 +139,7 @@ func Audit(ctx context.Context, kafka []kgo.Opt, topics events.Topics, sb *sandb
 		case events.IntentFailed:
 			intent = o.IntentID
 			final[intent] = events.StatusFailed
+			failedIntents[intent] = struct{}{}
 			if !failedFlagged[intent] {
 				if why := failedButPaid(o, itemOf, byKey); why != "" {
 					failedFlagged[intent] = true
@@ -221,6 +228,24 @@ func Audit(ctx context.Context, kafka []kgo.Opt, topics events.Topics, sb *sandb
 			overwritten[intent] = true
 			rep.FinalOverwritten++
 			rep.problem("intent %s: outcome says %s, its latest state is %s", intent, want, got)
+		}
+	}
+
+	// Refused recipients: failed alone, never paid, one outcome.
+	for id := range want.Refused {
+		_, failed := failedIntents[id]
+		switch n := payoutsOf[id]; {
+		case n > 0:
+			rep.DoublePaid++
+			rep.problem("intent %s to a refused address is in %d payouts", id, n)
+		case len(terminal[id]) == 0:
+			rep.Lost++
+			rep.problem("intent %s to a refused address has no outcome", id)
+		case len(terminal[id]) != 1 || !failed:
+			rep.NotTerminal++
+			rep.problem("intent %s to a refused address has %d terminal outcomes (failed: %v)", id, len(terminal[id]), failed)
+		default:
+			rep.Refused++
 		}
 	}
 

@@ -159,13 +159,17 @@ func TestAuditFindsRefusalsOfPaidBatchesAndOverwrittenStates(t *testing.T) {
 		events.IntentSettled{IntentOutcome: outcome("behind", "b", "p")},
 		events.IntentFailed{IntentOutcome: outcome("fine", "b", "p"), Reason: "payout failed"})
 
-	rep, err := Audit(ctx, []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}, topics, sb, Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}})
+	// Refused recipients: one failed alone as it must, one left without an outcome.
+	produce(topics.Outcomes, events.IntentFailed{IntentOutcome: outcome("refused-ok", "b-refused", ""), Code: "001", Reason: "invalid address"})
+
+	rep, err := Audit(ctx, []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}, topics, sb, Expect{Valid: map[string]bool{}, Invalid: map[string]bool{},
+		Refused: map[string]bool{"refused-ok": true, "refused-silent": true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	problems := strings.Join(rep.Problems, "\n")
-	if rep.RejectedButPaid != 3 || rep.CreatedAfterRejection != 1 || rep.FinalOverwritten != 2 {
-		t.Fatalf("want rejected_but_paid=3 created_after_rejection=1 final_overwritten=2: %s\n%s", rep, problems)
+	if rep.RejectedButPaid != 3 || rep.CreatedAfterRejection != 1 || rep.FinalOverwritten != 2 || rep.Refused != 1 || rep.Lost != 1 {
+		t.Fatalf("want rejected_but_paid=3 created_after_rejection=1 final_overwritten=2 refused=1 lost=1: %s\n%s", rep, problems)
 	}
 	for _, w := range []string{
 		"batch " + paidKey + " reported rejected",
@@ -174,12 +178,13 @@ func TestAuditFindsRefusalsOfPaidBatchesAndOverwrittenStates(t *testing.T) {
 		"batch " + replayedKey + " rejected at",
 		"intent flip: final state SETTLED overwritten by SUBMITTED",
 		"intent behind: outcome says SETTLED, its latest state is SUBMITTED",
+		"intent refused-silent to a refused address has no outcome",
 	} {
 		if !strings.Contains(problems, w) {
 			t.Errorf("problems lack %q:\n%s", w, problems)
 		}
 	}
-	for _, w := range []string{"failed-there", "intent fine"} {
+	for _, w := range []string{"failed-there", "intent fine", "refused-ok"} {
 		if strings.Contains(problems, w) {
 			t.Errorf("a legitimate case was reported (%s):\n%s", w, problems)
 		}

@@ -60,7 +60,8 @@ var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, 
 // duplicated, reordered), an outcome mix, and Calypso's inconsistencies at
 // moderate values so that the run still ends: a read side lagging 2 s
 // behind creates, 016 "Validation failed" for half the creates reusing a
-// key, ETH totals rounded through a float, one slow account.
+// key, ETH totals rounded through a float, one slow account, a few
+// recipient addresses refused.
 func Faults(seed uint64) sandbox.Faults {
 	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
 		DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
@@ -71,8 +72,13 @@ func Faults(seed uint64) sandbox.Faults {
 		Totals:                   sandbox.TotalsFloat,
 		TotalsCurrencies:         []string{"ETH"},
 		AccountLatency:           map[string]time.Duration{SlowAccount: SlowAccountLatency},
+		RefusedAddresses:         RefusedAddresses,
 	}
 }
+
+// RefusedAddresses are the recipients the run's Calypso refuses (400 001
+// naming the row); one extra intent per hundred goes to one of them.
+var RefusedAddresses = []string{"addr-refused-0", "addr-refused-1", "addr-refused-2"}
 
 // Component is one kind of process and how many of it run.
 type Component struct {
@@ -246,12 +252,12 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 
 var currencies = []string{"USDT_TRX", "BTC", "ETH", "TRX"}
 
-// sendIntents produces n valid intents, 5% of them twice, and 2% invalid
-// records. Intents alternate between the accounts; a third of the ETH ones
+// sendIntents produces n valid intents, 5% of them twice, 2% invalid
+// records, and one more intent per hundred to an address Calypso refuses. Intents alternate between the accounts; a third of the ETH ones
 // carry 18 decimals, so that a total rounded through a float differs from
 // the batch's.
 func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng *rand.Rand) (Expect, error) {
-	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}}
+	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}, Refused: map[string]bool{}}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kafka...), kgo.DefaultProduceTopic(topic))...)
 	if err != nil {
 		return want, err
@@ -281,6 +287,15 @@ func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng 
 			bad := fmt.Sprintf("chaos-bad-%07d", i)
 			recs = append(recs, &kgo.Record{Key: []byte(bad), Value: []byte(`{"intentId":"` + bad + `","amount":"-1"}`)})
 			want.Invalid[bad] = true
+		}
+		if i%100 == 50 {
+			// Calypso refuses this recipient: the intent fails alone, the
+			// rest of its batch is paid.
+			ref := fmt.Sprintf("chaos-refused-%07d", i)
+			v, _ := json.Marshal(events.PayoutRequested{IntentID: ref, Account: account, Currency: cur,
+				Amount: events.MustAmount("1"), Address: RefusedAddresses[rng.IntN(len(RefusedAddresses))]})
+			recs = append(recs, &kgo.Record{Key: []byte(ref), Value: v})
+			want.Refused[ref] = true
 		}
 	}
 	// Paced in slices, so kills land while intents are still arriving.
@@ -398,7 +413,7 @@ func (f *fleet) waitSettled(ctx context.Context, kafka []kgo.Opt, topics events.
 	}
 	defer cl.Close()
 	resolved := map[string]bool{}
-	for ctx.Err() == nil && len(resolved) < len(want.Valid) {
+	for ctx.Err() == nil && len(resolved) < len(want.Valid)+len(want.Refused) {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			_, e, err := events.Decode(r)
 			if err != nil {
@@ -406,9 +421,13 @@ func (f *fleet) waitSettled(ctx context.Context, kafka []kgo.Opt, topics events.
 			}
 			switch o := e.(type) {
 			case events.IntentSettled:
-				resolved[o.IntentID] = true
+				if want.Valid[o.IntentID] || want.Refused[o.IntentID] {
+					resolved[o.IntentID] = true
+				}
 			case events.IntentFailed:
-				resolved[o.IntentID] = true
+				if want.Valid[o.IntentID] || want.Refused[o.IntentID] {
+					resolved[o.IntentID] = true
+				}
 			}
 		})
 	}
