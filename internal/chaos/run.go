@@ -47,6 +47,9 @@ const (
 	FastAccount        = "acct-chaos"
 	SlowAccount        = "acct-chaos-slow"
 	SlowAccountLatency = 100 * time.Millisecond
+	// FastAccountRate is the calls per second Calypso allows the fast
+	// account before it answers 429.
+	FastAccountRate = 20
 )
 
 // FirstCreates are the faults the run's first creates meet, in order,
@@ -60,8 +63,8 @@ var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, 
 // duplicated, reordered), an outcome mix, and Calypso's inconsistencies at
 // moderate values so that the run still ends: a read side lagging 2 s
 // behind creates, 016 "Validation failed" for half the creates reusing a
-// key, ETH totals rounded through a float, one slow account, a few
-// recipient addresses refused.
+// key, ETH totals rounded through a float, one slow account, a per-account
+// rate limit on the other, a few recipient addresses refused.
 func Faults(seed uint64) sandbox.Faults {
 	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
 		DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
@@ -72,7 +75,10 @@ func Faults(seed uint64) sandbox.Faults {
 		Totals:                   sandbox.TotalsFloat,
 		TotalsCurrencies:         []string{"ETH"},
 		AccountLatency:           map[string]time.Duration{SlowAccount: SlowAccountLatency},
-		RefusedAddresses:         RefusedAddresses,
+		// The submitters run without a client-side limit, so bursts meet
+		// Calypso's per-account 429.
+		AccountRateLimit: map[string]float64{FastAccount: FastAccountRate},
+		RefusedAddresses: RefusedAddresses,
 	}
 }
 
