@@ -38,7 +38,7 @@
 //     hangs and rate limits answering 429; recipient addresses refused with
 //     001 naming the row. None of them ever creates a payout twice.
 //   - Everything is observable, from Go (Payouts, Requests, Webhooks,
-//     CreateCount) and over HTTP under /sandbox/.
+//     CreateCount, InFlight, Faults) and over HTTP under /sandbox/.
 //
 // Run it with httptest.NewServer(sb) in tests, or with ListenAndServe.
 // Close stops its goroutines.
