@@ -705,3 +705,41 @@ func TestAccountWithoutClientWaitsForOne(t *testing.T) {
 	requireNeverFailed(t, recs)
 	requirePaidOnce(t, w, []events.BatchPlanned{b}, 1)
 }
+
+// Scenario 4 with scenario 1: an undecided batch survives a restart of the
+// submitter — its state and its written-back copy are durable — and is paid
+// once when its payout is found.
+func TestUndecidedBatchSurvivesARestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", func(c *sandbox.Config) {
+		c.Faults.LookupLag = 4000 * time.Second // 4s
+	})
+	w.sb.InjectFault(calypso.PathMassCreate, sandbox.FaultLostResponse)
+	outLog, stateLog := e.follow(e.topics.Outcomes), e.follow(e.topics.BatchStates)
+	cfg := func(c *pipeline.SubmitterConfig) {
+		c.LookupGrace = 500 * time.Millisecond
+		c.DeferDelay, c.MaxDeferDelay = 2*time.Second, 2*time.Second
+	}
+	stop := runComponent(t, newSubmitter(t, e, w, cfg).Run)
+	b := plannedBatch("acct", "TRX", batchItem("restart-1", "Ta", "1"))
+	e.plan(t, b)
+	outLog.waitFor(t, 30*time.Second, "the batch undecided", func(r []*kgo.Record) bool {
+		return len(outcomes(t, r)[events.TypePayoutUndecided]) >= 1
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSubmitter(t, e, w, cfg)
+	runComponent(t, s.Run)
+	recs := outLog.waitFor(t, 30*time.Second, "the batch submitted after the restart", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, b.BatchID)
+		return ok
+	})
+	requireNeverFailed(t, recs)
+	stateLog.waitFor(t, 10*time.Second, "SUBMITTED last on the batch-state topic", func(r []*kgo.Record) bool {
+		sts := batchStatesOf(t, r)[b.BatchID]
+		return len(sts) >= 2 && sts[len(sts)-1].State == events.BatchSubmitted
+	})
+	requirePaidOnce(t, w, []events.BatchPlanned{b}, 1)
+}
