@@ -614,8 +614,9 @@ func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-ch
 		prev := cancel
 		cancel = func() { c2(); prev() }
 	}
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		select {
 		case <-wake:
 			cancel()
@@ -623,7 +624,9 @@ func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-ch
 		case <-pollCtx.Done():
 		}
 	}()
-	return pollCtx, func() { close(done); cancel() }
+	// stop waits for the watcher: a wake it took is for a result already
+	// sent, which the session then drains.
+	return pollCtx, func() { close(done); <-exited; cancel() }
 }
 
 // waitForWork blocks while too much is pending, until a lane has a result,
