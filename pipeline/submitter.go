@@ -606,7 +606,7 @@ func (st *sessionState) drop(partitions []int32) {
 
 // pollContext is ctx, ended early when a lane has a result or a waiting
 // batch comes due, so that outcomes are committed as they come.
-func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-chan struct{}) (context.Context, func()) {
+func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake chan struct{}) (context.Context, func()) {
 	pollCtx, cancel := context.WithCancel(ctx)
 	if due, ok := earliest(waiting); ok {
 		var c2 context.CancelFunc
@@ -614,19 +614,28 @@ func (s *Submitter) pollContext(ctx context.Context, waiting []*entry, wake <-ch
 		prev := cancel
 		cancel = func() { c2(); prev() }
 	}
-	done, exited := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(exited)
 		select {
 		case <-wake:
-			cancel()
+			select {
+			case <-done:
+				// The poll is over and the session may have drained
+				// already: keep the wake for its next poll.
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			default:
+				// Taken before the poll ended: its result was sent
+				// before the wake, so the drain after the poll sees it.
+				cancel()
+			}
 		case <-done:
 		case <-pollCtx.Done():
 		}
 	}()
-	// stop waits for the watcher: a wake it took is for a result already
-	// sent, which the session then drains.
-	return pollCtx, func() { close(done); <-exited; cancel() }
+	return pollCtx, func() { close(done); cancel() }
 }
 
 // waitForWork blocks while too much is pending, until a lane has a result,
