@@ -205,8 +205,9 @@ func (e *APIError) mayHaveReached() bool {
 }
 
 // TransportError is a request that got no HTTP answer: connection refused or
-// reset, a per-attempt timeout, a broken response. Always retryable; for a
-// create the outcome is unknown, which the idempotency key resolves.
+// reset, a per-attempt timeout, a broken response. Always retryable. When
+// Sent, a create's outcome is unknown, which a look-up by idempotency key
+// resolves; when not, Calypso never saw it.
 type TransportError struct {
 	Op  string
 	Err error
