@@ -53,4 +53,9 @@
 //	GET  /sandbox/webhooks             webhooks sent and their deliveries
 //	GET  /sandbox/idempotency          create requests per idempotency key
 //	POST /sandbox/balance              {"account","currency","amount"} sets a balance
+//	GET  /sandbox/faults               Calypso's inconsistencies now in force
+//	POST /sandbox/faults               change them: {"hangAccounts":{"acct":true},
+//	                                   "lookupLag":"2s", …}; keys absent stay as
+//	                                   they are, a bad key or value is 400 and
+//	                                   changes nothing
 package sandbox

@@ -1,10 +1,14 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -248,4 +252,127 @@ func (s *Sandbox) reportedTotalLocked(p *payout) calypso.Amount {
 		return p.total.Add(p.fee)
 	}
 	return p.total
+}
+
+// faultsJSON is the HTTP form of Calypso's inconsistencies, for
+// /sandbox/faults: durations as Go duration text ("2s").
+type faultsJSON struct {
+	LookupLag                string             `json:"lookupLag"`
+	ValidationAfterAmbiguous float64            `json:"validationAfterAmbiguous"`
+	Totals                   TotalsMode         `json:"totals"`
+	TotalsCurrencies         []string           `json:"totalsCurrencies"`
+	AccountLatency           map[string]string  `json:"accountLatency"`
+	HangAccounts             map[string]bool    `json:"hangAccounts"`
+	AccountRateLimit         map[string]float64 `json:"accountRateLimit"`
+	RefusedAddresses         []string           `json:"refusedAddresses"`
+}
+
+func toJSON(f Faults) faultsJSON {
+	out := faultsJSON{LookupLag: f.LookupLag.String(), ValidationAfterAmbiguous: f.ValidationAfterAmbiguous,
+		Totals: f.Totals, TotalsCurrencies: f.TotalsCurrencies, AccountLatency: map[string]string{},
+		HangAccounts: f.HangAccounts, AccountRateLimit: f.AccountRateLimit, RefusedAddresses: f.RefusedAddresses}
+	for a, d := range f.AccountLatency {
+		out.AccountLatency[a] = d.String()
+	}
+	return out
+}
+
+// patchFaults applies the keys present in body to f. Keys absent stay as
+// they are; an unknown key or a bad value is an error naming it, and then
+// nothing is applied.
+func patchFaults(f *Faults, body []byte) error {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(body, &keys); err != nil {
+		return fmt.Errorf("want a JSON object: %v", err)
+	}
+	next := f.normalized()
+	dur := func(key string, raw json.RawMessage) (time.Duration, error) {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, fmt.Errorf("%s: want a duration such as \"2s\"", key)
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return 0, fmt.Errorf("%s: %q is not a non-negative duration", key, s)
+		}
+		return d, nil
+	}
+	for key, raw := range keys {
+		var err error
+		switch key {
+		case "lookupLag":
+			next.LookupLag, err = dur(key, raw)
+		case "validationAfterAmbiguous":
+			var p float64
+			if err = json.Unmarshal(raw, &p); err == nil && (p < 0 || p > 1) {
+				err = fmt.Errorf("%s: %v is not a probability in [0,1]", key, p)
+			}
+			next.ValidationAfterAmbiguous = p
+		case "totals":
+			var s string
+			if err = json.Unmarshal(raw, &s); err == nil {
+				next.Totals, err = ParseTotalsMode(s)
+			}
+		case "totalsCurrencies":
+			next.TotalsCurrencies = nil
+			err = json.Unmarshal(raw, &next.TotalsCurrencies)
+		case "accountLatency":
+			var m map[string]string
+			if err = json.Unmarshal(raw, &m); err == nil {
+				next.AccountLatency = map[string]time.Duration{}
+				for a, s := range m {
+					var d time.Duration
+					if d, err = dur(key+"."+a, json.RawMessage(strconv.Quote(s))); err != nil {
+						break
+					}
+					next.AccountLatency[a] = d
+				}
+			}
+		case "hangAccounts":
+			next.HangAccounts = nil
+			err = json.Unmarshal(raw, &next.HangAccounts)
+		case "accountRateLimit":
+			next.AccountRateLimit = nil
+			if err = json.Unmarshal(raw, &next.AccountRateLimit); err == nil {
+				for a, r := range next.AccountRateLimit {
+					if !(r >= 0) || math.IsInf(r, 0) {
+						err = fmt.Errorf("%s.%s: %v is not a rate", key, a, r)
+					}
+				}
+			}
+		case "refusedAddresses":
+			next.RefusedAddresses = nil
+			err = json.Unmarshal(raw, &next.RefusedAddresses)
+		default:
+			err = fmt.Errorf("unknown fault %q", key)
+		}
+		if err != nil {
+			if _, ok := err.(*json.UnmarshalTypeError); ok {
+				err = fmt.Errorf("%s: %v", key, err)
+			}
+			return err
+		}
+	}
+	*f = next
+	return nil
+}
+
+func (s *Sandbox) faultRoutes() {
+	s.mux.HandleFunc("GET /sandbox/faults", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, toJSON(s.Faults()))
+	})
+	s.mux.HandleFunc("POST /sandbox/faults", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "cannot read body"})
+			return
+		}
+		var perr error
+		s.SetFaults(func(f *Faults) { perr = patchFaults(f, body) })
+		if perr != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": perr.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, toJSON(s.Faults()))
+	})
 }

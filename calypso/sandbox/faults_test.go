@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -446,5 +448,74 @@ func TestSetFaultsConcurrently(t *testing.T) {
 	wg.Wait()
 	if f := h.sb.Faults(); len(f.RefusedAddresses) != 1 {
 		t.Fatalf("faults after the run: %+v", f)
+	}
+}
+
+// /sandbox/faults reads and changes the inconsistencies over HTTP, so a
+// sandbox run by docker-compose can be made to hang or lag mid-run; a bad
+// patch names its key and changes nothing.
+func TestFaultsOverHTTP(t *testing.T) {
+	h := newHarness(t, withSecondAccount)
+	post := func(body string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(h.url+"/sandbox/faults", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, body := post(`{"hangAccounts":{"` + account + `":true},"lookupLag":"3s","totals":"fee-inclusive",
+		"accountLatency":{"` + account2 + `":"150ms"},"accountRateLimit":{"` + account2 + `":7},"refusedAddresses":["Tbad"]}`)
+	if status != http.StatusOK {
+		t.Fatalf("patch: %d %s", status, body)
+	}
+	f := h.sb.Faults()
+	if !f.HangAccounts[account] || f.LookupLag != 3*time.Second || f.Totals != sandbox.TotalsFeeInclusive ||
+		f.AccountLatency[account2] != 150*time.Millisecond || f.AccountRateLimit[account2] != 7 || f.RefusedAddresses[0] != "Tbad" {
+		t.Fatalf("faults after the patch: %+v", f)
+	}
+	for _, want := range []string{`"lookupLag":"3s"`, `"accountLatency":{"` + account2 + `":"150ms"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("answer %s lacks %s", body, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := oneShot(t, h.url, account, apiKey, apiSecret).Account(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung over HTTP: want the caller's deadline, got %v", err)
+	}
+
+	for _, bad := range []struct{ body, names string }{
+		{`{"lookupLag":"3s","hangAcounts":{}}`, `unknown fault \"hangAcounts\"`},
+		{`{"accountLatency":{"a":"soon"}}`, "accountLatency.a"},
+		{`{"validationAfterAmbiguous":1.5}`, "validationAfterAmbiguous"},
+		{`{"totals":"rounded"}`, "rounded"},
+		{`{"accountRateLimit":{"a":-1}}`, "accountRateLimit.a"},
+		{`[]`, "JSON object"},
+	} {
+		status, body := post(bad.body)
+		if status != http.StatusBadRequest || !strings.Contains(body, bad.names) {
+			t.Errorf("%s: %d %s, want 400 naming %s", bad.body, status, body, bad.names)
+		}
+	}
+	if got := h.sb.Faults(); got.LookupLag != 3*time.Second || !got.HangAccounts[account] {
+		t.Fatalf("a refused patch changed the faults: %+v", got)
+	}
+	if status, _ := post(`{"hangAccounts":{}}`); status != http.StatusOK {
+		t.Fatal("release")
+	}
+	if _, err := oneShot(t, h.url, account, apiKey, apiSecret).Account(context.Background()); err != nil {
+		t.Fatalf("released: %v", err)
+	}
+	resp, err := http.Get(h.url + "/sandbox/faults")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"hangAccounts":{}`) && !strings.Contains(string(b), `"hangAccounts":null`) {
+		t.Fatalf("GET after release: %s", b)
 	}
 }

@@ -154,6 +154,7 @@ func (s *Sandbox) routes() {
 	s.mux.HandleFunc("POST "+calypso.PathMass, s.api(calypso.PathMass, s.handleGetMass))
 	s.mux.HandleFunc("POST "+calypso.PathWithdrawal, s.api(calypso.PathWithdrawal, s.handleWithdrawal))
 	s.introspectionRoutes()
+	s.faultRoutes()
 }
 
 func (s *Sandbox) now() time.Time { return s.cfg.Now() }
