@@ -79,3 +79,29 @@ func TestBatchIDHashesEveryItemsAddressAndAmount(t *testing.T) {
 		t.Fatal("an equal amount written with a trailing zero changed the batch id")
 	}
 }
+
+// Scenario 11: a refusal names one row by its address or by its index in
+// the request; anything less certain names none (the whole batch is refused).
+func TestNamedRowOfARefusal(t *testing.T) {
+	b := events.BatchPlanned{Items: []events.BatchItem{{Address: "Ta"}, {Address: "Tab"}, {Address: "Tc"}}}
+	for _, tc := range []struct {
+		msg  string
+		want int
+		ok   bool
+	}{
+		{"massAddresses[2].depositAddress: invalid address Tc", 2, true},
+		{"invalid address Tc", 2, true},
+		{"massAddresses[1].amount has more than 6 decimals", 1, true},
+		{"invalid address Tab", 0, false}, // "Ta" is in it too: not certain
+		{"massAddresses[1].depositAddress: invalid address Tab", 1, true},
+		{"massAddresses[2].depositAddress: invalid address Tab", 0, false},
+		{"massAddresses[0] and massAddresses[2] are invalid", 0, false},
+		{"massAddresses[7].depositAddress is required", 0, false},
+		{"too many withdrawals: 3, the TRX limit is 2", 0, false},
+	} {
+		i, ok := namedRow(b, tc.msg)
+		if ok != tc.ok || ok && i != tc.want {
+			t.Errorf("namedRow(%q) = %d, %v; want %d, %v", tc.msg, i, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -573,18 +576,32 @@ func (h *handling) refused(refusal error, need calypso.Amount) laneResult {
 	return h.rejected(api)
 }
 
-// namedRow returns the one item whose address the message names.
+// rowField finds "massAddresses[i]" in a refusal: the row of the request,
+// which is the batch's item i (items are sent in order).
+var rowField = regexp.MustCompile(regexp.QuoteMeta(calypso.MassAddressesField) + `\[(\d+)\]`)
+
+// namedRow returns the one item a refusal names: by its address (exactly one
+// item's address in the message), else by its row index (exactly one index,
+// agreeing with any address the message names).
 func namedRow(b events.BatchPlanned, msg string) (int, bool) {
-	found := -1
+	var byAddress []int
 	for i, it := range b.Items {
 		if it.Address != "" && strings.Contains(msg, it.Address) {
-			if found >= 0 {
-				return 0, false
-			}
-			found = i
+			byAddress = append(byAddress, i)
 		}
 	}
-	return found, found >= 0
+	if len(byAddress) == 1 {
+		return byAddress[0], true
+	}
+	rows := rowField.FindAllStringSubmatch(msg, -1)
+	if len(rows) != 1 {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rows[0][1])
+	if err != nil || i >= len(b.Items) || len(byAddress) > 0 && !slices.Contains(byAddress, i) {
+		return 0, false
+	}
+	return i, true
 }
 
 // fee is the batch's total fee from tariff/extended-fee: what is charged on
