@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +30,11 @@ type Client struct {
 	log     *slog.Logger
 	sleep   func(context.Context, time.Duration) error
 	jitter  func(time.Duration) time.Duration
-	limiter *limiter
-	observe Observer
+	limiter Limiter
+	// limiterSet says WithLimiter chose the limiter, overriding
+	// Config.RateLimit.
+	limiterSet bool
+	observe    Observer
 	// skew is the server clock minus ours, learned from the Date header of
 	// an 011 answer, so that a re-stamped retry lands inside the ±3 min
 	// window even when the local clock is off.
@@ -61,6 +65,19 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 // the actual wait (default: uniform in [d/2, d]).
 func WithJitter(jitter func(d time.Duration) time.Duration) Option {
 	return func(c *Client) { c.jitter = jitter }
+}
+
+// Limiter paces calls; *rate.Limiter of golang.org/x/time/rate is one. Wait
+// blocks until a call may go, or returns an error when ctx ends first.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// WithLimiter paces every attempt of this client with l instead of the
+// limiter Config.RateLimit would build, e.g. to share one per-account limit
+// among several clients or components. nil means no limiter.
+func WithLimiter(l Limiter) Option {
+	return func(c *Client) { c.limiter, c.limiterSet = l, true }
 }
 
 // Observer is told the outcome and duration of every attempt, for metrics:
@@ -108,7 +125,11 @@ func NewClient(cfg Config, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	c.limiter = newLimiter(c.cfg.RateLimit)
+	if !c.limiterSet {
+		if l := newLimiter(c.cfg.RateLimit); l != nil {
+			c.limiter = l
+		}
+	}
 	return c, nil
 }
 
@@ -159,10 +180,23 @@ func (c *Client) call(ctx context.Context, op, path string, withAccount bool, pa
 		}
 		raw = b
 	}
-	var last error
+	var (
+		last    error
+		reached bool // an attempt before the last may have reached Calypso
+	)
+	// fail marks the final error when an earlier attempt may have been
+	// processed, so that MayHaveReached answers for the whole call.
+	fail := func(attempts int, err error) error {
+		if reached && !MayHaveReached(err) {
+			return &earlierAttemptError{err: err, attempts: attempts}
+		}
+		return err
+	}
 	for attempt := 1; ; attempt++ {
-		if err := c.limiter.wait(ctx); err != nil {
-			return c.gaveUp(op, attempt-1, err, last)
+		if c.limiter != nil {
+			if err := c.limiter.Wait(ctx); err != nil {
+				return fail(attempt-1, c.gaveUp(op, attempt-1, err, last))
+			}
 		}
 		start := time.Now()
 		err := c.attempt(ctx, op, path, withAccount, raw, out)
@@ -172,12 +206,15 @@ func (c *Client) call(ctx context.Context, op, path string, withAccount bool, pa
 		if err == nil {
 			return nil
 		}
+		if last != nil && MayHaveReached(last) {
+			reached = true
+		}
 		last = err
 		if ctx.Err() != nil {
-			return c.gaveUp(op, attempt, ctx.Err(), last)
+			return fail(attempt, c.gaveUp(op, attempt, ctx.Err(), last))
 		}
 		if !Retryable(err) || attempt >= c.cfg.Retry.MaxAttempts {
-			return err
+			return fail(attempt, err)
 		}
 		d := c.backoff(attempt)
 		var api *APIError
@@ -187,7 +224,7 @@ func (c *Client) call(ctx context.Context, op, path string, withAccount bool, pa
 		c.log.LogAttrs(ctx, slog.LevelWarn, "calypso: retrying",
 			slog.String("op", op), slog.Int("attempt", attempt), slog.Duration("backoff", d), slog.String("error", err.Error()))
 		if serr := c.sleep(ctx, d); serr != nil {
-			return c.gaveUp(op, attempt, serr, last)
+			return fail(attempt, c.gaveUp(op, attempt, serr, last))
 		}
 	}
 }
@@ -221,6 +258,14 @@ func (c *Client) attempt(ctx context.Context, op, path string, withAccount bool,
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	// sent turns true once request bytes may be on the wire; before that a
+	// failure (dial refused, DNS, no connection before the deadline) means
+	// Calypso never saw the request.
+	var sent atomic.Bool
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		WroteHeaderField: func(string, []string) { sent.Store(true) },
+		WroteHeaders:     func() { sent.Store(true) },
+	})
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.cfg.BaseURL+path, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("calypso: %s: %w", op, err)
@@ -233,12 +278,12 @@ func (c *Client) attempt(ctx context.Context, op, path string, withAccount bool,
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.log.LogAttrs(ctx, slog.LevelDebug, "calypso: request failed", slog.String("op", op), slog.Duration("took", time.Since(start)))
-		return &TransportError{Op: op, Err: err}
+		return &TransportError{Op: op, Err: err, Sent: sent.Load()}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		return &TransportError{Op: op, Err: fmt.Errorf("read response: %w", err)}
+		return &TransportError{Op: op, Err: fmt.Errorf("read response: %w", err), Sent: true}
 	}
 	c.log.LogAttrs(ctx, slog.LevelDebug, "calypso: response", slog.String("op", op),
 		slog.Int("status", resp.StatusCode), slog.Duration("took", time.Since(start)))
@@ -299,19 +344,18 @@ type limiter struct {
 	next     time.Time
 }
 
+// newLimiter returns nil (no limiter) for a rate of zero or below.
 func newLimiter(rate float64) *limiter {
 	if rate <= 0 {
-		return &limiter{}
+		return nil
 	}
 	return &limiter{interval: time.Duration(float64(time.Second) / rate)}
 }
 
-func (l *limiter) wait(ctx context.Context) error {
+// Wait implements Limiter.
+func (l *limiter) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	if l.interval == 0 {
-		return nil
 	}
 	l.mu.Lock()
 	now := time.Now()

@@ -53,7 +53,7 @@ func newEnv(t *testing.T, editSandbox func(*sandbox.Config), editClient func(*ca
 	}
 	sb := sandbox.New(scfg)
 	srv := httptest.NewServer(sb)
-	t.Cleanup(func() { srv.Close(); sb.Close() })
+	t.Cleanup(func() { sb.Close(); srv.Close() }) // sb first: it ends hanging requests srv.Close waits for
 	ccfg := calypso.Config{
 		BaseURL: srv.URL, Account: testAccount, APIKey: testKey, APISecret: testSecret,
 		RateLimit: -1, Timeout: 5 * time.Second,

@@ -40,7 +40,8 @@ type Config struct {
 	Timeout time.Duration
 	// RateLimit is the client-side ceiling in requests per second across
 	// all operations (default 5; Calypso documents no limit, so stay
-	// polite). Negative disables the limiter.
+	// polite). Negative disables the limiter; WithLimiter replaces it, e.g.
+	// with one limiter per account shared by several clients.
 	RateLimit float64
 	// Retry says how retryable failures are retried.
 	Retry RetryPolicy
@@ -57,7 +58,8 @@ type Config struct {
 // RetryPolicy is capped exponential backoff with jitter: attempt n waits a
 // random duration in [d/2, d] with d = min(BaseDelay·2^(n-1), MaxDelay).
 type RetryPolicy struct {
-	// MaxAttempts counts the first try (default 4; 1 disables retries).
+	// MaxAttempts counts the first try (default 4; 1 makes exactly one
+	// attempt per call, for a caller that owns its retry policy).
 	MaxAttempts int
 	// BaseDelay is the first backoff (default 200ms).
 	BaseDelay time.Duration

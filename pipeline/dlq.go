@@ -33,6 +33,9 @@ const (
 	// ReasonBadBatch is the submitter's: a batches-topic record it cannot
 	// read, or whose total is not its items' sum. Such a batch is never paid.
 	ReasonBadBatch Reason = "bad_batch"
+	// ReasonQuarantined is the submitter's: a batch whose payout at Calypso
+	// (found by idempotency key) contradicts it; a person decides.
+	ReasonQuarantined Reason = "quarantined"
 )
 
 // Reasons lists the reasons the batcher gives, for its counters per reason.

@@ -1,5 +1,7 @@
 package pipeline
 
+import "github.com/payoutd/payoutd/calypso"
+
 // Crash points, for the crash tests in package pipeline_test.
 const (
 	CrashWindowOpen  = crashWindowOpen
@@ -28,3 +30,7 @@ func once(p crashPoint) crashHook {
 		return true
 	}
 }
+
+// SetClient replaces an account's Calypso client while the submitter runs,
+// as an operator fixing its credentials would.
+func (s *Submitter) SetClient(account string, c *calypso.Client) { s.accounts.set(account, c) }

@@ -18,10 +18,11 @@ import (
 func newSubmitter(t *testing.T, e *env, w *calypsoWorld, mod func(*pipeline.SubmitterConfig)) *pipeline.Submitter {
 	t.Helper()
 	cfg := pipeline.SubmitterConfig{
-		Topics:     e.topics,
-		Group:      e.topics.Batches + ".submitter",
-		RetryDelay: 100 * time.Millisecond,
-		Logger:     testLogger(t),
+		Topics:      e.topics,
+		Group:       e.topics.Batches + ".submitter",
+		RetryDelay:  100 * time.Millisecond,
+		LookupGrace: 2 * time.Second,
+		Logger:      testLogger(t),
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -125,9 +125,11 @@ func maxItems(currencies map[string]calypso.CurrencyRule, currency string) int {
 var batchNamespace = uuid.MustParse("b7c1f0a4-5e2d-4f6b-9a3c-1d8e7f6a5b4c")
 
 // batchID derives the batch id (and so Calypso's idempotency key) from what
-// the batch pays. A window replanned after an abort gets the same ids; and
+// the batch pays: account, currency, date and every item's intent id,
+// address and amount. A window replanned after an abort gets the same ids;
 // should the same intents ever be planned twice, Calypso answers 016 instead
-// of paying twice.
+// of paying twice; and an intent id re-sent with another amount or address
+// makes another batch, never one that contradicts the payout under its key.
 func batchID(b events.BatchPlanned) string {
 	var s strings.Builder
 	s.WriteString(b.Account + "\x00" + b.Currency + "\x00")
@@ -135,7 +137,7 @@ func batchID(b events.BatchPlanned) string {
 		s.WriteString(b.ExecutionDate.Format(time.RFC3339Nano))
 	}
 	for _, it := range b.Items {
-		s.WriteString("\x00" + it.IntentID)
+		s.WriteString("\x00" + it.IntentID + "\x00" + it.Address + "\x00" + it.Amount.String())
 	}
 	return uuid.NewSHA1(batchNamespace, []byte(s.String())).String()
 }

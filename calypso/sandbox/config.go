@@ -115,6 +115,42 @@ type Faults struct {
 	// Outcomes weighs how payouts end once processed; all zero means every
 	// payout COMPLETES.
 	Outcomes OutcomeMix
+
+	// Calypso's inconsistencies. See faults.go; every one can also be
+	// changed while the sandbox runs, with SetFaults, SetAccountLatency and
+	// HangAccount.
+
+	// LookupLag: for this long after a create (scaled by TimeScale),
+	// payout/mass — by id or idempotencyKey — answers 004 "not found", as
+	// Calypso's read side lags behind its write side.
+	LookupLag time.Duration
+	// ValidationAfterAmbiguous is the probability that a create whose
+	// idempotency key already exists answers 016 "Can not create deal.
+	// Validation failed" instead of 016 "IdempotencyKey … already exists"
+	// (Calypso validates before it checks the key). It never creates twice.
+	ValidationAfterAmbiguous float64
+	// Totals is how creates and payout/mass report totalWithdrawalAmount
+	// (default TotalsExact). The sandbox's own records (Payouts) stay exact.
+	Totals TotalsMode
+	// TotalsCurrencies limits Totals to these currencies; empty means all.
+	TotalsCurrencies []string
+	// AccountLatency delays every API call of an account (by account id) by
+	// this long, in real time, before it is answered.
+	AccountLatency map[string]time.Duration
+	// HangAccounts: API calls of these accounts are never answered, and
+	// nothing is processed, until the caller gives up (its request ends),
+	// the account is released (HangAccount(id, false)) or the sandbox
+	// closes (the connection is then reset).
+	HangAccounts map[string]bool
+	// AccountRateLimit allows an account this many API calls per second (a
+	// token bucket holding one second's worth, at least one call); calls
+	// above it get HTTP 429 with Retry-After, like Fault429, and are not
+	// processed. Zero or absent: no limit.
+	AccountRateLimit map[string]float64
+	// RefusedAddresses: a create with any recipient at one of these
+	// addresses is refused with 400 001 "massAddresses[i].depositAddress:
+	// invalid address <addr>" (the first such row) and creates nothing.
+	RefusedAddresses []string
 }
 
 // OutcomeMix weighs the terminal states of processed payouts.
@@ -156,12 +192,7 @@ func (c Config) withDefaults() Config {
 	if c.Webhook.Client == nil {
 		c.Webhook.Client = &http.Client{}
 	}
-	if c.Faults.WebhookDelay <= 0 {
-		c.Faults.WebhookDelay = 60 * time.Second
-	}
-	if c.Faults.SlowDelay <= 0 {
-		c.Faults.SlowDelay = 2 * time.Second
-	}
+	c.Faults = c.Faults.normalized()
 	if c.Now == nil {
 		c.Now = time.Now
 	}

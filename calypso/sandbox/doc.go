@@ -29,8 +29,16 @@
 //   - Faults (dropped, duplicated, reordered, delayed webhooks; 5xx, 429,
 //     slow answers, connection resets, lost responses; outcome mix) are drawn
 //     from a seeded generator, or queued one by one with InjectFault.
+//   - Calypso's inconsistencies, each configurable and changeable while it
+//     runs (SetFaults, SetAccountLatency, HangAccount): a read side that
+//     answers 004 for a while after a create (LookupLag); 016 "Validation
+//     failed" instead of "already exists" when a key is reused
+//     (ValidationAfterAmbiguous); totals rounded through a float, 0 while
+//     CREATION_IN_PROGRESS, or fee-inclusive (Totals); per-account latency,
+//     hangs and rate limits answering 429; recipient addresses refused with
+//     001 naming the row. None of them ever creates a payout twice.
 //   - Everything is observable, from Go (Payouts, Requests, Webhooks,
-//     CreateCount) and over HTTP under /sandbox/.
+//     CreateCount, InFlight, Faults) and over HTTP under /sandbox/.
 //
 // Run it with httptest.NewServer(sb) in tests, or with ListenAndServe.
 // Close stops its goroutines.
@@ -45,4 +53,9 @@
 //	GET  /sandbox/webhooks             webhooks sent and their deliveries
 //	GET  /sandbox/idempotency          create requests per idempotency key
 //	POST /sandbox/balance              {"account","currency","amount"} sets a balance
+//	GET  /sandbox/faults               Calypso's inconsistencies now in force
+//	POST /sandbox/faults               change them: {"hangAccounts":{"acct":true},
+//	                                   "lookupLag":"2s", …}; keys absent stay as
+//	                                   they are, a bad key or value is 400 and
+//	                                   changes nothing
 package sandbox

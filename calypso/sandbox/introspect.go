@@ -134,6 +134,11 @@ func (s *Sandbox) Requests() map[string]map[string]int {
 	return out
 }
 
+// InFlight returns how many API requests are being handled now, hung and
+// delayed ones included: 0 once every caller has been answered or has
+// given up, so a test can see that nothing is left behind.
+func (s *Sandbox) InFlight() int { return int(s.inFlight.Load()) }
+
 // CreateCount returns how many create requests carried key (whatever their
 // outcome); compare with the single payout a key may create.
 func (s *Sandbox) CreateCount(key string) int {

@@ -29,6 +29,7 @@ type payout struct {
 	items                                                 []*item
 	exec                                                  time.Time
 	created                                               time.Time
+	born                                                  time.Time // real time of the create, for LookupLag
 	total, fee                                            calypso.Amount
 	decided                                               bool
 	decision                                              chan bool
@@ -205,6 +206,9 @@ func (s *Sandbox) handleCreate(req *request) (any, *apiError) {
 		account: req.acc.id, key: key, externalID: externalID, name: name, comment: comment,
 		currency: currency, exec: exec, decision: make(chan bool, 1),
 	}
+	if row, bad := s.refusedAddress(items); bad {
+		return nil, errBadRequest("%s[%d].depositAddress: invalid address %s", calypso.MassAddressesField, row, items[row].DepositAddress)
+	}
 	for i, it := range items {
 		if it.DepositAddress == "" {
 			return nil, errBadRequest("%s[%d].depositAddress is required", calypso.MassAddressesField, i)
@@ -230,6 +234,9 @@ func (s *Sandbox) handleCreate(req *request) (any, *apiError) {
 	// Check and insert under one lock: concurrent creates with one key
 	// yield exactly one payout.
 	if key != "" && s.byIdem[key] != nil {
+		if s.apiChance(s.cfg.Faults.ValidationAfterAmbiguous) {
+			return nil, &apiError{http.StatusBadRequest, calypso.CodeCreateRejected, "Can not create deal. Validation failed"}
+		}
 		return nil, &apiError{http.StatusBadRequest, calypso.CodeCreateRejected, fmt.Sprintf("IdempotencyKey %s already exists", key)}
 	}
 	need := p.total.Add(p.fee)
@@ -241,6 +248,7 @@ func (s *Sandbox) handleCreate(req *request) (any, *apiError) {
 	s.nextID++
 	p.id = strconv.FormatInt(s.nextID, 10)
 	p.created = s.now().UTC()
+	p.born = time.Now()
 	for _, it := range p.items {
 		s.nextWID++
 		it.id = strconv.FormatInt(s.nextWID, 10)
@@ -284,7 +292,7 @@ func (s *Sandbox) handleGetMass(req *request) (any, *apiError) {
 	if id == "" {
 		p = s.byIdem[q.IdempotencyKey]
 	}
-	if p == nil || p.account != req.acc.id {
+	if p == nil || p.account != req.acc.id || s.lookupLaggingLocked(p) {
 		return nil, &apiError{http.StatusBadRequest, calypso.CodeNotFound, "Requested object not found"}
 	}
 	return s.viewLocked(p), nil
@@ -343,7 +351,7 @@ func (s *Sandbox) viewLocked(p *payout) calypso.MassPayout {
 	mp := calypso.MassPayout{
 		ID: calypso.ID(p.id), IdempotencyKey: p.key, CompanyID: companyID(p.account), Account: p.account,
 		State: p.state, Comment: p.comment, Name: p.name, Currency: p.currency,
-		TotalWithdrawalAmount: p.total, TotalFee: p.fee,
+		TotalWithdrawalAmount: s.reportedTotalLocked(p), TotalFee: p.fee,
 		CreatedDate: calypso.Time{Time: p.created}, ExecutionDate: calypso.Time{Time: p.exec},
 		Errors: calypso.PayoutErrors{WithdrawalErrors: []calypso.WithdrawalErrors{}}, ExternalID: p.externalID,
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/payoutd/payoutd/calypso"
@@ -32,9 +33,13 @@ type Sandbox struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	mu        sync.Mutex // guards everything below
-	closed    bool
-	rng       *rand.Rand
+	mu     sync.Mutex // guards everything below
+	closed bool
+	rng    *rand.Rand // payout processing and webhook faults
+	// apiRng draws the faults of API requests, apart from rng so that
+	// payouts processing in the background do not shift a request's draw:
+	// one seed, one sequence of request faults.
+	apiRng    *rand.Rand
 	accounts  map[string]*account // by account id
 	byKey     map[string]*account // by API key
 	payouts   map[string]*payout
@@ -52,6 +57,13 @@ type Sandbox struct {
 	outbox    []*delivery
 	nextSeq   uint64
 	wake      chan struct{}
+	// buckets are the AccountRateLimit token buckets, by account id.
+	buckets map[string]*bucket
+	// faultsChanged is closed and replaced whenever SetFaults runs, to wake
+	// the requests hanging on HangAccounts.
+	faultsChanged chan struct{}
+	// inFlight counts API requests being handled (hung ones included).
+	inFlight atomic.Int64
 }
 
 type account struct {
@@ -70,7 +82,8 @@ func New(cfg Config) *Sandbox {
 		cfg:      cfg,
 		ctx:      ctx,
 		stop:     stop,
-		rng:      rand.New(rand.NewPCG(uint64(cfg.Faults.Seed), 0x9e3779b97f4a7c15)),
+		rng:      newRand(cfg.Faults.Seed, rngStream),
+		apiRng:   newRand(cfg.Faults.Seed, apiRngStream),
 		accounts: map[string]*account{},
 		byKey:    map[string]*account{},
 		payouts:  map[string]*payout{},
@@ -83,6 +96,9 @@ func New(cfg Config) *Sandbox {
 		forced:   map[string]calypso.State{},
 		injected: map[string][]Fault{},
 		wake:     make(chan struct{}, 1),
+		buckets:  map[string]*bucket{},
+
+		faultsChanged: make(chan struct{}),
 	}
 	for id, a := range cfg.Accounts {
 		acc := &account{id: id, name: a.Name, key: a.APIKey, secret: a.APISecret, balances: map[string]calypso.Amount{}}
@@ -139,6 +155,7 @@ func (s *Sandbox) routes() {
 	s.mux.HandleFunc("POST "+calypso.PathWithdrawal, s.api(calypso.PathWithdrawal, s.handleWithdrawal))
 	s.withdrawalRoutes()
 	s.introspectionRoutes()
+	s.faultRoutes()
 }
 
 func (s *Sandbox) now() time.Time { return s.cfg.Now() }
@@ -174,6 +191,8 @@ type handler func(req *request) (any, *apiError)
 // parsing and bookkeeping.
 func (s *Sandbox) api(path string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.inFlight.Add(1)
+		defer s.inFlight.Add(-1)
 		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 		// Read the body first: once it is consumed the server notices a
 		// client that hangs up, which ends a slow response early.
@@ -183,7 +202,10 @@ func (s *Sandbox) api(path string, h handler) http.HandlerFunc {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"errorCode": calypso.CodeBadRequest, "message": "cannot read body"})
 			return
 		}
-		fault := s.drawFault(path)
+		if !s.accountFaults(path, w, r) {
+			return
+		}
+		fault, slowDelay := s.drawFault(path)
 		switch fault {
 		case Fault5xx:
 			s.count(path, "fault:5xx")
@@ -206,7 +228,7 @@ func (s *Sandbox) api(path string, h handler) http.HandlerFunc {
 			return
 		case FaultSlow:
 			s.count(path, "fault:slow")
-			t := time.NewTimer(s.cfg.Faults.SlowDelay)
+			t := time.NewTimer(slowDelay)
 			select {
 			case <-t.C:
 			case <-r.Context().Done():
@@ -344,39 +366,53 @@ func (s *Sandbox) count(path, outcome string) {
 	m[outcome]++
 }
 
-// drawFault takes a queued fault for path, or draws one at random.
-func (s *Sandbox) drawFault(path string) Fault {
+// drawFault takes a queued fault for path, or draws one at random. It also
+// returns how long a slow response stalls.
+func (s *Sandbox) drawFault(path string) (Fault, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	f := s.cfg.Faults
 	for _, k := range []string{path, ""} {
 		if q := s.injected[k]; len(q) > 0 {
 			s.injected[k] = q[1:]
-			return q[0]
+			return q[0], f.SlowDelay
 		}
 	}
-	f := s.cfg.Faults
 	switch {
-	case s.chance(f.ConnReset):
-		return FaultReset
-	case s.chance(f.API5xx):
-		return Fault5xx
-	case s.chance(f.API429):
-		return Fault429
-	case s.chance(f.SlowResponse):
-		return FaultSlow
-	case s.chance(f.LostResponse):
-		return FaultLostResponse
+	case s.apiChance(f.ConnReset):
+		return FaultReset, f.SlowDelay
+	case s.apiChance(f.API5xx):
+		return Fault5xx, f.SlowDelay
+	case s.apiChance(f.API429):
+		return Fault429, f.SlowDelay
+	case s.apiChance(f.SlowResponse):
+		return FaultSlow, f.SlowDelay
+	case s.apiChance(f.LostResponse):
+		return FaultLostResponse, f.SlowDelay
 	}
-	return ""
+	return "", f.SlowDelay
 }
 
 // chance draws with probability p; s.mu must be held.
 func (s *Sandbox) chance(p float64) bool { return p > 0 && s.rng.Float64() < p }
 
+// apiChance draws a request fault with probability p; s.mu must be held.
+func (s *Sandbox) apiChance(p float64) bool { return p > 0 && s.apiRng.Float64() < p }
+
+// Streams of the two generators drawn from one seed.
+const (
+	rngStream    = 0x9e3779b97f4a7c15
+	apiRngStream = 0x5851f42d4c957f2d
+)
+
+func newRand(seed int64, stream uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(uint64(seed), stream))
+}
+
 func (s *Sandbox) coin() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.rng.IntN(2) == 0
+	return s.apiRng.IntN(2) == 0
 }
 
 // InjectFault queues faults for the next requests to path (one fault per

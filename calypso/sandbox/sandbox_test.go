@@ -151,7 +151,9 @@ func newHarness(t *testing.T, edit func(*sandbox.Config)) *harness {
 	}
 	sb := sandbox.New(cfg)
 	api := httptest.NewServer(sb)
-	t.Cleanup(func() { api.Close(); sb.Close(); hooks.Close() })
+	// The sandbox first: it ends requests still hanging, which api.Close
+	// would otherwise wait for.
+	t.Cleanup(func() { sb.Close(); api.Close(); hooks.Close() })
 	c, err := calypso.NewClient(calypso.Config{
 		BaseURL: api.URL, Account: account, APIKey: apiKey, APISecret: apiSecret, RateLimit: -1,
 		Retry: calypso.RetryPolicy{MaxAttempts: 10, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},

@@ -80,14 +80,13 @@ func (c *chaosCmd) run(ctx context.Context, out io.Writer) error {
 // instance keeps its transactional id across restarts, as a pod would, so a
 // restarted process fences what its killed predecessor left open.
 func componentArgs(prefix string, t events.Topics, brokers []string, component string, i int, env chaos.Env) []string {
-	return []string{"run",
+	args := []string{"run",
 		"--components=" + component,
 		"--kafka-brokers=" + strings.Join(brokers, ","),
 		"--topic-requests=" + t.Requests, "--topic-dlq=" + t.DLQ, "--topic-batches=" + t.Batches,
 		"--topic-intents=" + t.Intents, "--topic-outcomes=" + t.Outcomes, "--topic-webhooks-raw=" + t.WebhooksRaw,
 		"--topic-batch-states=" + t.BatchStates, "--topic-tracker-state=" + t.TrackerState,
 		"--calypso-url=" + env.SandboxURL,
-		"--calypso-account=id=" + env.Account + ",key=" + env.APIKey + ",secret=" + env.APISecret,
 		"--calypso-rate-limit=-1",
 		"--webhook-key=" + env.WebhookKey + "=" + env.WebhookSecret,
 		"--ingress-addr=" + env.IngressAddr,
@@ -100,8 +99,19 @@ func componentArgs(prefix string, t events.Topics, brokers []string, component s
 		fmt.Sprintf("--tracker-transactional-id=%s-tracker-%d", prefix, i),
 		"--batcher-max-wait=300ms",
 		"--submitter-retry-delay=1s",
+		// Above the sandbox's 2 s look-up lag (chaos.Faults), so that a
+		// payout created by a lost create is found, and short enough that a
+		// refused batch whose create was in doubt is decided within the run.
+		"--submitter-lookup-grace=10s",
+		// Parked batches (undecided, Calypso unavailable) come back within
+		// seconds; the run has no balance deferrals.
+		"--submitter-defer-delay=2s", "--submitter-max-defer-delay=10s",
 		"--tracker-poll-after=2s",
 		"--shutdown-timeout=10s",
 		"--log-format=json",
 	}
+	for _, a := range env.Accounts {
+		args = append(args, "--calypso-account=id="+a.ID+",key="+a.APIKey+",secret="+a.APISecret)
+	}
+	return args
 }

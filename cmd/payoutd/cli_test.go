@@ -55,6 +55,13 @@ func TestConfigErrorsNameEverySetting(t *testing.T) {
 		args: []string{"run", "--components=batcher", "--kafka-tls-ca-file=/nonexistent/ca.pem", "--kafka-sasl-mechanism=SCRAM-SHA-1", "--kafka-sasl-password=hunter2"},
 		want: []string{"--kafka-tls-ca-file", "--kafka-sasl-mechanism", "--kafka-sasl-user"},
 	}, {
+		name: "submitter lanes out of range",
+		env:  []string{"PAYOUTD_SUBMITTER_LOOKUP_GRACE=2h", "PAYOUTD_SUBMITTER_RETRY_ATTEMPTS=0"},
+		args: []string{"run", "--components=submitter", "--calypso-url=https://calypso.example", "--calypso-account=id=a,key=k,secret=s",
+			"--submitter-in-flight=0", "--submitter-retry-max-elapsed=0s", "--calypso-rate-limit=0", "--submitter-max-pending=0"},
+		want: []string{"--submitter-in-flight (PAYOUTD_SUBMITTER_IN_FLIGHT)", "PAYOUTD_SUBMITTER_LOOKUP_GRACE", "PAYOUTD_SUBMITTER_RETRY_ATTEMPTS",
+			"--submitter-retry-max-elapsed", "--calypso-rate-limit", "--submitter-max-pending"},
+	}, {
 		name: "replay times",
 		args: []string{"replay", "--from=yesterday", "--out-topic=payouts.outcomes"},
 		want: []string{"--from", "--out-topic"},

@@ -78,14 +78,55 @@ func (m *metrics) batcher(b *pipeline.Batcher) {
 func (m *metrics) submitter(sub *pipeline.Submitter) {
 	s := &sub.Stats
 	res := func(r string) prometheus.Labels { return prometheus.Labels{"result": r} }
-	const help = "Batches handled by the submitter, by result (recovered: found by idempotency key after a 016)."
-	m.counter("submitter_batches_total", help, res("submitted"), &s.Submitted)
-	m.counter("submitter_batches_total", help, res("recovered"), &s.Recovered)
-	m.counter("submitter_batches_total", help, res("rejected"), &s.Rejected)
-	m.counter("submitter_batches_total", help, res("deferred"), &s.Deferred)
+	const help = "Batches handled by the submitter, by result (recovered: found by idempotency key; undecided: parked because its payout may exist; " +
+		"quarantined: contradicts its payout; replanned: one row refused, the rest planned again; skipped: consumed again after a final outcome)."
+	for r, v := range map[string]*atomic.Int64{
+		"submitted": &s.Submitted, "recovered": &s.Recovered, "rejected": &s.Rejected, "deferred": &s.Deferred,
+		"undecided": &s.Undecided, "quarantined": &s.Quarantined, "replanned": &s.Replanned, "skipped": &s.Skipped,
+	} {
+		m.counter("submitter_batches_total", help, res(r), v)
+	}
 	m.counter("calypso_errors_total", "Retryable Calypso failures waited out, by component.", prometheus.Labels{"component": "submitter"}, &s.CalypsoErrs)
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("submitter", "commit"), &s.Commits)
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("submitter", "abort"), &s.Aborts)
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "submitter_undecided_batches",
+			Help: "Batches parked as undecided: their create may have reached Calypso and no look-up has found or ruled out the payout yet."},
+			func() float64 { n, _ := sub.Undecided(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "submitter_oldest_undecided_age_seconds",
+			Help: "How long the oldest undecided batch has been undecided (0: none)."},
+			func() float64 {
+				if _, oldest := sub.Undecided(); !oldest.IsZero() {
+					return time.Since(oldest).Seconds()
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "submitter_quarantined_batches",
+			Help: "Batches this process quarantined because the payout under their key contradicts them (see the DLQ and BATCH_CONTRADICTED alerts)."},
+			func() float64 { return float64(sub.QuarantinedBatches()) }),
+		laneCollector{sub: sub, desc: prometheus.NewDesc("payoutd_submitter_lane_state",
+			"Each account lane's state: 1 for the state it is in (ok, failing, stopped), 0 for the others.", []string{"account", "state"}, nil)},
+	)
+}
+
+// laneCollector reports the submitter's lanes as they are at scrape time.
+type laneCollector struct {
+	sub  *pipeline.Submitter
+	desc *prometheus.Desc
+}
+
+func (c laneCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c laneCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.sub.Lanes() {
+		for _, st := range []pipeline.LaneState{pipeline.LaneOK, pipeline.LaneFailing, pipeline.LaneStopped} {
+			v := 0.0
+			if l.State == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, l.Account, string(st))
+		}
+	}
 }
 
 func (m *metrics) ingress(in *pipeline.Ingress) {

@@ -3,6 +3,9 @@ package main
 import (
 	"runtime"
 	"testing"
+
+	"github.com/payoutd/payoutd/calypso"
+	"github.com/payoutd/payoutd/pipeline"
 )
 
 func TestBuildInfoSaysWhichBuildRuns(t *testing.T) {
@@ -27,4 +30,41 @@ func TestBuildInfoSaysWhichBuildRuns(t *testing.T) {
 		return
 	}
 	t.Fatal("no payoutd_build_info")
+}
+
+// The submitter's operator metrics are registered and scrapeable.
+func TestSubmitterMetricsAreExposed(t *testing.T) {
+	cl, err := calypso.NewClient(calypso.Config{BaseURL: "http://calypso.invalid", Account: "a", APIKey: "k", APISecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := pipeline.NewSubmitter(pipeline.SubmitterConfig{}, pipeline.Accounts{"a": cl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics()
+	m.submitter(sub)
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range families {
+		have[f.GetName()] = true
+		if f.GetName() == "payoutd_submitter_batches_total" {
+			for _, mt := range f.GetMetric() {
+				for _, l := range mt.GetLabel() {
+					have["result="+l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for _, want := range []string{
+		"payoutd_submitter_batches_total", "result=undecided", "result=quarantined", "result=replanned", "result=skipped",
+		"payoutd_submitter_undecided_batches", "payoutd_submitter_oldest_undecided_age_seconds", "payoutd_submitter_quarantined_batches",
+	} {
+		if !have[want] {
+			t.Errorf("no %s among the metrics", want)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
@@ -62,7 +64,14 @@ type runCmd struct {
 	MaxFee           []string      `name:"submitter-max-fee" env:"PAYOUTD_SUBMITTER_MAX_FEE" placeholder:"CURRENCY=AMOUNT" help:"Most a batch of a currency may cost in fees; above it the batch is deferred. Repeat per currency."`
 	DeferDelay       time.Duration `name:"submitter-defer-delay" env:"PAYOUTD_SUBMITTER_DEFER_DELAY" default:"1m" help:"First wait of a deferred batch; doubles per attempt."`
 	MaxDeferDelay    time.Duration `name:"submitter-max-defer-delay" env:"PAYOUTD_SUBMITTER_MAX_DEFER_DELAY" default:"30m" help:"Longest wait of a deferred batch."`
-	RetryDelay       time.Duration `name:"submitter-retry-delay" env:"PAYOUTD_SUBMITTER_RETRY_DELAY" default:"30s" help:"Cap of the wait between tries of a call Calypso failed retryably."`
+	RetryDelay       time.Duration `name:"submitter-retry-delay" env:"PAYOUTD_SUBMITTER_RETRY_DELAY" default:"30s" help:"Cap of the wait between tries of a call Calypso failed retryably (the lane's retry policy)."`
+
+	SubmitterInFlight        int           `name:"submitter-in-flight" env:"PAYOUTD_SUBMITTER_IN_FLIGHT" default:"4" help:"Batches one account's lane works on at once (1-64). The account's rate limit (--calypso-rate-limit) still paces its calls."`
+	SubmitterLookupGrace     time.Duration `name:"submitter-lookup-grace" env:"PAYOUTD_SUBMITTER_LOOKUP_GRACE" default:"1m" help:"How long a batch whose create may have reached Calypso is looked up by idempotency key (004, still being created) before it is parked as undecided (1s-1h)."`
+	SubmitterRetryAttempts   int           `name:"submitter-retry-attempts" env:"PAYOUTD_SUBMITTER_RETRY_ATTEMPTS" default:"6" help:"Tries of one Calypso call in a lane's retry policy, the first included (1-100)."`
+	SubmitterRetryInitial    time.Duration `name:"submitter-retry-initial" env:"PAYOUTD_SUBMITTER_RETRY_INITIAL" default:"200ms" help:"First wait of a lane's retry policy; doubles up to --submitter-retry-delay."`
+	SubmitterRetryMaxElapsed time.Duration `name:"submitter-retry-max-elapsed" env:"PAYOUTD_SUBMITTER_RETRY_MAX_ELAPSED" default:"2m" help:"Longest a lane retries one call; then the batch is looked up, parked as undecided or deferred (CALYPSO_UNAVAILABLE), and a lane failing this long parks its batches (1s-1h)."`
+	SubmitterMaxPending      int           `name:"submitter-max-pending" env:"PAYOUTD_SUBMITTER_MAX_PENDING" default:"4096" help:"Most batches in lanes awaiting an outcome; above it the submitter stops fetching (1-1000000)."`
 
 	TrackerPollAfter   time.Duration `name:"tracker-poll-after" env:"PAYOUTD_TRACKER_POLL_AFTER" default:"2m" help:"Poll Calypso for a payout silent this long (webhooks get lost)."`
 	TrackerWorkers     int           `name:"tracker-workers" env:"PAYOUTD_TRACKER_WORKERS" default:"4" help:"Payouts the tracker handles at once."`
@@ -121,6 +130,7 @@ func (r *runCmd) validate(p *problems) {
 	} {
 		positive(p, name, d)
 	}
+	r.validateSubmitter(p)
 	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
 		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
 	}
@@ -153,6 +163,45 @@ func (r *runCmd) validate(p *problems) {
 		p.add("--ingress-max-body (PAYOUTD_INGRESS_MAX_BODY)", "must be between 1 and %d bytes (below the producer's record limit), got %d", limit, r.IngressMaxBody)
 	}
 	checkAddr(p, "--ops-addr (PAYOUTD_OPS_ADDR)", r.OpsAddr)
+}
+
+// validateSubmitter checks the lanes' settings against their ranges.
+func (r *runCmd) validateSubmitter(p *problems) {
+	for name, v := range map[string]struct{ n, lo, hi int }{
+		"--submitter-in-flight (PAYOUTD_SUBMITTER_IN_FLIGHT)":           {r.SubmitterInFlight, 1, 64},
+		"--submitter-retry-attempts (PAYOUTD_SUBMITTER_RETRY_ATTEMPTS)": {r.SubmitterRetryAttempts, 1, 100},
+		"--submitter-max-pending (PAYOUTD_SUBMITTER_MAX_PENDING)":       {r.SubmitterMaxPending, 1, 1_000_000},
+	} {
+		if v.n < v.lo || v.n > v.hi {
+			p.add(name, "must be in %d..%d, got %d", v.lo, v.hi, v.n)
+		}
+	}
+	for name, v := range map[string]struct{ d, lo, hi time.Duration }{
+		"--submitter-lookup-grace (PAYOUTD_SUBMITTER_LOOKUP_GRACE)":           {r.SubmitterLookupGrace, time.Second, time.Hour},
+		"--submitter-retry-initial (PAYOUTD_SUBMITTER_RETRY_INITIAL)":         {r.SubmitterRetryInitial, time.Millisecond, time.Minute},
+		"--submitter-retry-max-elapsed (PAYOUTD_SUBMITTER_RETRY_MAX_ELAPSED)": {r.SubmitterRetryMaxElapsed, time.Second, time.Hour},
+	} {
+		if v.d < v.lo || v.d > v.hi {
+			p.add(name, "must be in %s..%s, got %s", v.lo, v.hi, v.d)
+		}
+	}
+	if r.CalypsoRateLimit == 0 || math.IsNaN(r.CalypsoRateLimit) || r.CalypsoRateLimit > 1000 {
+		p.add("--calypso-rate-limit (PAYOUTD_CALYPSO_RATE_LIMIT)", "must be in (0, 1000] requests/s, or negative for no limit, got %v", r.CalypsoRateLimit)
+	}
+}
+
+// accountLimiters is the process's one rate limiter per account, shared by
+// the submitter's lanes and the tracker's calls.
+func (r *runCmd) accountLimiters() map[string]*rate.Limiter {
+	limit := rate.Limit(r.CalypsoRateLimit)
+	if r.CalypsoRateLimit < 0 {
+		limit = rate.Inf
+	}
+	out := map[string]*rate.Limiter{}
+	for _, a := range r.accounts {
+		out[a.ID] = rate.NewLimiter(limit, 1)
+	}
+	return out
 }
 
 func (r *runCmd) validateCalypso(p *problems) {
@@ -265,17 +314,29 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 
-	accounts := pipeline.Accounts{}
+	// One limiter per account for the whole process. The tracker's clients
+	// wait on it and retry on their own; the submitter's clients make one
+	// attempt per call, because its lanes wait on the same limiter and own
+	// the one retry policy.
+	limiters := r.accountLimiters()
+	accounts, submitterAccounts := pipeline.Accounts{}, pipeline.Accounts{}
 	var ids []string
 	for _, a := range r.accounts {
-		cl, err := calypso.NewClient(calypso.Config{
+		cfg := calypso.Config{
 			BaseURL: r.CalypsoURL, Account: a.ID, APIKey: a.Key, APISecret: a.Secret,
-			Timeout: r.CalypsoTimeout, RateLimit: r.CalypsoRateLimit, Retry: calypso.RetryPolicy{MaxAttempts: r.CalypsoMaxAttempts},
-		}, calypso.WithLogger(log.With("component", "calypso", "account", a.ID)), calypso.WithObserver(m.observeCalypso))
+			Timeout: r.CalypsoTimeout, Retry: calypso.RetryPolicy{MaxAttempts: r.CalypsoMaxAttempts},
+		}
+		opts := []calypso.Option{calypso.WithLogger(log.With("component", "calypso", "account", a.ID)), calypso.WithObserver(m.observeCalypso)}
+		cl, err := calypso.NewClient(cfg, append(opts, calypso.WithLimiter(limiters[a.ID]))...)
 		if err != nil {
 			return fmt.Errorf("calypso account %s: %w", a.ID, err)
 		}
-		accounts[a.ID] = cl
+		cfg.Retry.MaxAttempts = 1
+		sub, err := calypso.NewClient(cfg, append(opts, calypso.WithLimiter(nil))...)
+		if err != nil {
+			return fmt.Errorf("calypso account %s: %w", a.ID, err)
+		}
+		accounts[a.ID], submitterAccounts[a.ID] = cl, sub
 		ids = append(ids, a.ID)
 	}
 	batcherAccounts := nonEmpty(r.BatcherAccounts)
@@ -312,6 +373,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", trackerTxnID)
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
+		submitterAccounts: submitterAccounts, health: pipeline.NewHealth(),
 		batcher: pipeline.BatcherConfig{
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
@@ -321,6 +383,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			Group: r.SubmitterGroup, TransactionalID: submitterTxnID, InstanceID: submitterInstance,
 			CheckBalance: r.CheckBalance, PrecalculateFees: r.PrecalculateFees, MaxFee: r.maxFee,
 			DeferDelay: r.DeferDelay, MaxDeferDelay: r.MaxDeferDelay, RetryDelay: r.RetryDelay,
+			Limiters: limiters, InFlight: r.SubmitterInFlight, LookupGrace: r.SubmitterLookupGrace, MaxPending: r.SubmitterMaxPending,
+			Retry: pipeline.RetryPolicy{MaxAttempts: r.SubmitterRetryAttempts, InitialInterval: r.SubmitterRetryInitial,
+				MaxInterval: r.RetryDelay, MaxElapsed: r.SubmitterRetryMaxElapsed},
 		},
 		ingress: pipeline.IngressConfig{
 			Keys: r.keys, AckTimeout: r.IngressAckTimeout, MaxBody: r.IngressMaxBody, MaxConcurrent: r.IngressMaxConc,
@@ -387,10 +452,15 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 
 // stackConfig is what buildStack needs; dev and run fill it differently.
 type stackConfig struct {
-	components  []string
-	topics      events.Topics
-	kafka       []kgo.Opt
-	accounts    pipeline.Accounts
+	components []string
+	topics     events.Topics
+	kafka      []kgo.Opt
+	accounts   pipeline.Accounts
+	// submitterAccounts are the submitter's own clients (one attempt per
+	// call, no limiter of their own); nil: accounts.
+	submitterAccounts pipeline.Accounts
+	// health collects the components' readiness for /readyz; nil: none.
+	health      *pipeline.Health
 	log         *slog.Logger
 	metrics     *metrics
 	batcher     pipeline.BatcherConfig

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,11 +32,12 @@ type sandboxCmd struct {
 	IntrospectionToken     calypso.Secret `name:"introspection-token" env:"PAYOUTD_SANDBOX_INTROSPECTION_TOKEN" help:"Bearer token the /sandbox/ endpoints (balances, confirm, cancel, records) require; required when --listen is not loopback. Prefer --introspection-token-file."`
 	IntrospectionTokenFile string         `name:"introspection-token-file" env:"PAYOUTD_SANDBOX_INTROSPECTION_TOKEN_FILE" placeholder:"PATH" help:"File holding --introspection-token."`
 
-	TimeScale    float64       `name:"time-scale" env:"PAYOUTD_SANDBOX_TIME_SCALE" default:"1" help:"Multiplies every delay (steps, webhook retries); 0.001 turns seconds into milliseconds."`
-	StepDelay    time.Duration `name:"step-delay" env:"PAYOUTD_SANDBOX_STEP_DELAY" default:"2s" help:"Unscaled pause between a payout's automatic state changes."`
-	Verification bool          `name:"verification" env:"PAYOUTD_SANDBOX_VERIFICATION" help:"New payouts wait in PENDING_CONFIRMATION for POST /sandbox/payouts/{id}/confirm."`
-	faultFlags   `embed:""`
-	logFlags     `embed:""`
+	TimeScale          float64       `name:"time-scale" env:"PAYOUTD_SANDBOX_TIME_SCALE" default:"1" help:"Multiplies every delay (steps, webhook retries); 0.001 turns seconds into milliseconds."`
+	StepDelay          time.Duration `name:"step-delay" env:"PAYOUTD_SANDBOX_STEP_DELAY" default:"2s" help:"Unscaled pause between a payout's automatic state changes."`
+	Verification       bool          `name:"verification" env:"PAYOUTD_SANDBOX_VERIFICATION" help:"New payouts wait in PENDING_CONFIRMATION for POST /sandbox/payouts/{id}/confirm."`
+	faultFlags         `embed:""`
+	inconsistencyFlags `embed:""`
+	logFlags           `embed:""`
 
 	cfg    sandbox.Config
 	inline []string // settings whose secrets were given inline, to warn about
@@ -81,6 +84,85 @@ func (f faultFlags) faults() sandbox.Faults {
 	return fs
 }
 
+// inconsistencyFlags make the sandbox slow and inconsistent the way
+// Calypso is: a lagging read side, overloaded 016, inexact totals, slow,
+// hung or rate-limited accounts, refused addresses. All default off.
+type inconsistencyFlags struct {
+	LookupLag                time.Duration `name:"fault-lookup-lag" env:"PAYOUTD_SANDBOX_FAULT_LOOKUP_LAG" help:"For this long (scaled by --time-scale) after a create, payout/mass answers 004 not found (0: off)."`
+	ValidationAfterAmbiguous float64       `name:"fault-validation-after-ambiguous" env:"PAYOUTD_SANDBOX_FAULT_VALIDATION_AFTER_AMBIGUOUS" help:"Probability that a create reusing a key answers 016 'Validation failed' instead of 016 'already exists'."`
+	Totals                   string        `name:"fault-totals" env:"PAYOUTD_SANDBOX_FAULT_TOTALS" default:"exact" enum:"exact,float,zero-while-creating,fee-inclusive" help:"How totalWithdrawalAmount is reported: exact, float (rounded through float64), zero-while-creating (0 while CREATION_IN_PROGRESS) or fee-inclusive."`
+	TotalsCurrencies         []string      `name:"fault-totals-currency" env:"PAYOUTD_SANDBOX_FAULT_TOTALS_CURRENCIES" placeholder:"CUR" help:"Limit --fault-totals to these currencies (repeatable; default: all)."`
+	AccountLatency           []string      `name:"fault-account-latency" env:"PAYOUTD_SANDBOX_FAULT_ACCOUNT_LATENCY" placeholder:"ACCOUNT=DUR" help:"Delay every API call of an account by DUR, real time (repeatable)."`
+	HangAccounts             []string      `name:"fault-hang-account" env:"PAYOUTD_SANDBOX_FAULT_HANG_ACCOUNTS" placeholder:"ACCOUNT" help:"Never answer this account's API calls until the caller gives up (repeatable)."`
+	AccountRate              []string      `name:"fault-account-rate" env:"PAYOUTD_SANDBOX_FAULT_ACCOUNT_RATE" placeholder:"ACCOUNT=N" help:"Allow an account N API calls per second; above it answer 429 (repeatable)."`
+	RefusedAddresses         []string      `name:"fault-refused-address" env:"PAYOUTD_SANDBOX_FAULT_REFUSED_ADDRESSES" placeholder:"ADDRESS" help:"Refuse a create with a recipient at this address: 400 001 naming the row (repeatable)."`
+}
+
+// apply validates the flags and sets them on f; accounts are the
+// configured account ids, which the per-account flags must name.
+func (in inconsistencyFlags) apply(p *problems, f *sandbox.Faults, accounts map[string]sandbox.Account) {
+	if in.LookupLag < 0 {
+		p.add("--fault-lookup-lag (PAYOUTD_SANDBOX_FAULT_LOOKUP_LAG)", "must not be negative, got %s", in.LookupLag)
+	}
+	f.LookupLag = in.LookupLag
+	if v := in.ValidationAfterAmbiguous; v < 0 || v > 1 {
+		p.add("--fault-validation-after-ambiguous (PAYOUTD_SANDBOX_FAULT_VALIDATION_AFTER_AMBIGUOUS)", "must be a probability in [0,1], got %v", v)
+	}
+	f.ValidationAfterAmbiguous = in.ValidationAfterAmbiguous
+	mode, err := sandbox.ParseTotalsMode(in.Totals)
+	if err != nil {
+		p.add("--fault-totals (PAYOUTD_SANDBOX_FAULT_TOTALS)", "%v", err)
+	}
+	f.Totals, f.TotalsCurrencies = mode, nonEmpty(in.TotalsCurrencies)
+	known := func(setting, id string) bool {
+		if _, ok := accounts[id]; !ok {
+			p.add(setting, "names account %q, which no --account configures", id)
+			return false
+		}
+		return true
+	}
+	const latency = "--fault-account-latency (PAYOUTD_SANDBOX_FAULT_ACCOUNT_LATENCY)"
+	for _, spec := range nonEmpty(in.AccountLatency) {
+		id, v, ok := strings.Cut(spec, "=")
+		d, err := time.ParseDuration(v)
+		if !ok || err != nil || d <= 0 {
+			p.add(latency, "%q is not ACCOUNT=DURATION with a positive duration", spec)
+			continue
+		}
+		if known(latency, id) {
+			if f.AccountLatency == nil {
+				f.AccountLatency = map[string]time.Duration{}
+			}
+			f.AccountLatency[id] = d
+		}
+	}
+	const hang = "--fault-hang-account (PAYOUTD_SANDBOX_FAULT_HANG_ACCOUNTS)"
+	for _, id := range nonEmpty(in.HangAccounts) {
+		if known(hang, id) {
+			if f.HangAccounts == nil {
+				f.HangAccounts = map[string]bool{}
+			}
+			f.HangAccounts[id] = true
+		}
+	}
+	const rate = "--fault-account-rate (PAYOUTD_SANDBOX_FAULT_ACCOUNT_RATE)"
+	for _, spec := range nonEmpty(in.AccountRate) {
+		id, v, ok := strings.Cut(spec, "=")
+		n, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || !(n > 0) || math.IsInf(n, 0) {
+			p.add(rate, "%q is not ACCOUNT=N with N a positive number of calls per second", spec)
+			continue
+		}
+		if known(rate, id) {
+			if f.AccountRateLimit == nil {
+				f.AccountRateLimit = map[string]float64{}
+			}
+			f.AccountRateLimit[id] = n
+		}
+	}
+	f.RefusedAddresses = nonEmpty(in.RefusedAddresses)
+}
+
 func (s *sandboxCmd) validate(p *problems) {
 	s.logFlags.validate(p)
 	s.faultFlags.validate(p)
@@ -119,6 +201,7 @@ func (s *sandboxCmd) validate(p *problems) {
 		}
 		s.cfg.Tariff[cur] = sandbox.Fee{Fixed: a}
 	}
+	s.inconsistencyFlags.apply(p, &s.cfg.Faults, s.cfg.Accounts)
 	secret := secretFrom(p, "--webhook-secret", "--webhook-secret-file (PAYOUTD_SANDBOX_WEBHOOK_SECRET_FILE)", s.WebhookSecret, s.WebhookSecretFile)
 	if s.WebhookURL != "" && (s.WebhookKey == "" || secret == "") {
 		p.add("--webhook-url (PAYOUTD_SANDBOX_WEBHOOK_URL)", "needs --webhook-key and --webhook-secret (or --webhook-secret-file)")

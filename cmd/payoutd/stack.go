@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,9 @@ type stack struct {
 	submitter  *pipeline.Submitter
 	ingress    *pipeline.Ingress
 	tracker    *pipeline.Tracker
+	// health is what the components report about their progress (a
+	// session restarting, a stopped submitter lane, quarantined batches);
+	// /readyz answers from it.
 	health     *pipeline.Health
 	ingressSrv *http.Server
 	ingressLn  net.Listener
@@ -87,12 +91,22 @@ func (s *stack) start() {
 	}
 }
 
-// ready reports whether every component is running.
+// ready reports whether every component is running and reports itself able
+// to make progress.
 func (s *stack) ready() (bool, string) {
 	for _, c := range s.components {
 		if !c.running.Load() {
 			return false, c.name + " is not running"
 		}
+	}
+	if ok, parts := s.health.Check(); !ok {
+		var why []string
+		for _, p := range parts {
+			if !p.Ready {
+				why = append(why, p.Part+": "+p.Reason)
+			}
+		}
+		return false, strings.Join(why, "; ")
 	}
 	return true, ""
 }
@@ -132,7 +146,11 @@ func (s *stack) stop(timeout time.Duration) error {
 func buildStack(c stackConfig) (*stack, error) {
 	// One Health for the process: every component reports into it and
 	// /readyz answers from it.
-	s := &stack{log: c.log, health: pipeline.NewHealth()}
+	health := c.health
+	if health == nil {
+		health = pipeline.NewHealth()
+	}
+	s := &stack{log: c.log, health: health}
 	has := func(name string) bool {
 		for _, x := range c.components {
 			if x == name {
@@ -155,7 +173,11 @@ func buildStack(c stackConfig) (*stack, error) {
 	if has("submitter") {
 		cfg := c.submitter
 		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
-		sub, err := pipeline.NewSubmitter(cfg, c.accounts, c.kafka...)
+		accounts := c.submitterAccounts
+		if accounts == nil {
+			accounts = c.accounts
+		}
+		sub, err := pipeline.NewSubmitter(cfg, accounts, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("submitter: %w", err)
 		}

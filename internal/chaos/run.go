@@ -30,12 +30,61 @@ import (
 type Env struct {
 	SandboxURL    string
 	IngressAddr   string // host:port the ingress listens on (the sandbox's webhooks go there)
-	Account       string
-	APIKey        string
-	APISecret     string
+	Accounts      []Account
 	WebhookKey    string
 	WebhookSecret string
 }
+
+// Account is a merchant account of the run and its API key pair.
+type Account struct {
+	ID, APIKey, APISecret string
+}
+
+// The run's accounts: intents alternate between them. The second answers
+// every call SlowAccountLatency late, so one lane is slow while the other
+// flows.
+const (
+	FastAccount        = "acct-chaos"
+	SlowAccount        = "acct-chaos-slow"
+	SlowAccountLatency = 100 * time.Millisecond
+	// FastAccountRate is the calls per second Calypso allows the fast
+	// account before it answers 429.
+	FastAccountRate = 20
+)
+
+// FirstCreates are the faults the run's first creates meet, in order,
+// before the random ones: answers lost after the payout was created, a 5xx,
+// a reset connection.
+var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, sandbox.FaultLostResponse,
+	sandbox.FaultReset, sandbox.FaultLostResponse}
+
+// Faults is the sandbox's fault mix in a chaos run, drawn from seed: the
+// transient faults (5xx, 429, resets, lost answers, webhooks dropped,
+// duplicated, reordered), an outcome mix, and Calypso's inconsistencies at
+// moderate values so that the run still ends: a read side lagging 2 s
+// behind creates, 016 "Validation failed" for half the creates reusing a
+// key, ETH totals rounded through a float, one slow account, a per-account
+// rate limit on the other, a few recipient addresses refused.
+func Faults(seed uint64) sandbox.Faults {
+	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
+		DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
+		Outcomes: sandbox.OutcomeMix{Completed: 0.8, Partial: 0.1, Failed: 0.1},
+		// Unscaled; the run's TimeScale of 0.01 makes it 2 s.
+		LookupLag:                200 * time.Second,
+		ValidationAfterAmbiguous: 0.5,
+		Totals:                   sandbox.TotalsFloat,
+		TotalsCurrencies:         []string{"ETH"},
+		AccountLatency:           map[string]time.Duration{SlowAccount: SlowAccountLatency},
+		// The submitters run without a client-side limit, so bursts meet
+		// Calypso's per-account 429.
+		AccountRateLimit: map[string]float64{FastAccount: FastAccountRate},
+		RefusedAddresses: RefusedAddresses,
+	}
+}
+
+// RefusedAddresses are the recipients the run's Calypso refuses (400 001
+// naming the row); one extra intent per hundred goes to one of them.
+var RefusedAddresses = []string{"addr-refused-0", "addr-refused-1", "addr-refused-2"}
 
 // Component is one kind of process and how many of it run.
 type Component struct {
@@ -155,6 +204,10 @@ loop:
 		}
 	}
 	procs.stopAll()
+	// What the sandbox's faults did, so a passing run shows they bit.
+	for path, outcomes := range sb.Requests() {
+		cfg.Log.Info("sandbox requests", "path", path, "outcomes", fmt.Sprint(outcomes))
+	}
 
 	actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 	defer acancel()
@@ -173,21 +226,26 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 	if err != nil {
 		return Env{}, nil, nil, err
 	}
-	env := Env{IngressAddr: ingress, Account: "acct-chaos", APIKey: "chaos-key", APISecret: "chaos-secret",
-		WebhookKey: "chaos-webhook-key", WebhookSecret: "chaos-webhook-secret"}
-	balances := map[string]calypso.Amount{}
-	for _, c := range currencies {
-		balances[c] = calypso.MustParseAmount("1000000000")
+	env := Env{IngressAddr: ingress, WebhookKey: "chaos-webhook-key", WebhookSecret: "chaos-webhook-secret",
+		Accounts: []Account{{FastAccount, "chaos-key", "chaos-secret"}, {SlowAccount, "chaos-slow-key", "chaos-slow-secret"}}}
+	accounts := map[string]sandbox.Account{}
+	for _, a := range env.Accounts {
+		balances := map[string]calypso.Amount{}
+		for _, c := range currencies {
+			balances[c] = calypso.MustParseAmount("1000000000")
+		}
+		accounts[a.ID] = sandbox.Account{Name: a.ID, APIKey: a.APIKey, APISecret: calypso.Secret(a.APISecret), Balances: balances}
 	}
 	sb := sandbox.New(sandbox.Config{
-		Accounts:  map[string]sandbox.Account{env.Account: {APIKey: env.APIKey, APISecret: calypso.Secret(env.APISecret), Balances: balances}},
+		Accounts:  accounts,
 		TimeScale: 0.01,
 		Webhook: sandbox.WebhookConfig{URL: "http://" + ingress + "/webhooks/calypso", PublicKey: env.WebhookKey,
 			Secret: calypso.Secret(env.WebhookSecret), Timeout: 200 * time.Second},
-		Faults: sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
-			DropWebhook: 0.1, DuplicateWebhook: 0.1, ReorderWebhook: 0.1,
-			Outcomes: sandbox.OutcomeMix{Completed: 0.8, Partial: 0.1, Failed: 0.1}},
+		Faults: Faults(seed),
 	})
+	// However few creates a short run makes, the first ones meet an
+	// ambiguous end, so lookups, lag and the overloaded 016 are exercised.
+	sb.InjectFault(calypso.PathMassCreate, FirstCreates...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		sb.Close()
@@ -201,9 +259,12 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 
 var currencies = []string{"USDT_TRX", "BTC", "ETH", "TRX"}
 
-// sendIntents produces n valid intents, 5% of them twice, and 2% invalid records.
+// sendIntents produces n valid intents, 5% of them twice, 2% invalid
+// records, and one more intent per hundred to an address Calypso refuses. Intents alternate between the accounts; a third of the ETH ones
+// carry 18 decimals, so that a total rounded through a float differs from
+// the batch's.
 func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng *rand.Rand) (Expect, error) {
-	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}}
+	want := Expect{Valid: map[string]bool{}, Invalid: map[string]bool{}, Refused: map[string]bool{}}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kafka...), kgo.DefaultProduceTopic(topic))...)
 	if err != nil {
 		return want, err
@@ -212,8 +273,17 @@ func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng 
 	var recs []*kgo.Record
 	for i := range n {
 		id := fmt.Sprintf("chaos-%07d", i)
-		v, _ := json.Marshal(events.PayoutRequested{IntentID: id, Account: "acct-chaos", Currency: currencies[i%len(currencies)],
-			Amount: events.MustAmount(fmt.Sprintf("%d.%d", 1+rng.IntN(500), rng.IntN(100))), Address: fmt.Sprintf("addr-%d", rng.IntN(n))})
+		cur := currencies[i%len(currencies)]
+		amount := fmt.Sprintf("%d.%d", 1+rng.IntN(500), rng.IntN(100))
+		if cur == "ETH" && rng.IntN(3) == 0 {
+			amount = fmt.Sprintf("%d.%018d", 1+rng.IntN(500), 1+rng.Int64N(999_999_999_999_999_999))
+		}
+		account := FastAccount
+		if (i/len(currencies))%2 == 1 {
+			account = SlowAccount
+		}
+		v, _ := json.Marshal(events.PayoutRequested{IntentID: id, Account: account, Currency: cur,
+			Amount: events.MustAmount(amount), Address: fmt.Sprintf("addr-%d", rng.IntN(n))})
 		r := &kgo.Record{Key: []byte(id), Value: v}
 		recs = append(recs, r)
 		want.Valid[id] = true
@@ -224,6 +294,15 @@ func sendIntents(ctx context.Context, kafka []kgo.Opt, topic string, n int, rng 
 			bad := fmt.Sprintf("chaos-bad-%07d", i)
 			recs = append(recs, &kgo.Record{Key: []byte(bad), Value: []byte(`{"intentId":"` + bad + `","amount":"-1"}`)})
 			want.Invalid[bad] = true
+		}
+		if i%100 == 50 {
+			// Calypso refuses this recipient: the intent fails alone, the
+			// rest of its batch is paid.
+			ref := fmt.Sprintf("chaos-refused-%07d", i)
+			v, _ := json.Marshal(events.PayoutRequested{IntentID: ref, Account: account, Currency: cur,
+				Amount: events.MustAmount("1"), Address: RefusedAddresses[rng.IntN(len(RefusedAddresses))]})
+			recs = append(recs, &kgo.Record{Key: []byte(ref), Value: v})
+			want.Refused[ref] = true
 		}
 	}
 	// Paced in slices, so kills land while intents are still arriving.
@@ -341,7 +420,7 @@ func (f *fleet) waitSettled(ctx context.Context, kafka []kgo.Opt, topics events.
 	}
 	defer cl.Close()
 	resolved := map[string]bool{}
-	for ctx.Err() == nil && len(resolved) < len(want.Valid) {
+	for ctx.Err() == nil && len(resolved) < len(want.Valid)+len(want.Refused) {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			_, e, err := events.Decode(r)
 			if err != nil {
@@ -349,9 +428,13 @@ func (f *fleet) waitSettled(ctx context.Context, kafka []kgo.Opt, topics events.
 			}
 			switch o := e.(type) {
 			case events.IntentSettled:
-				resolved[o.IntentID] = true
+				if want.Valid[o.IntentID] || want.Refused[o.IntentID] {
+					resolved[o.IntentID] = true
+				}
 			case events.IntentFailed:
-				resolved[o.IntentID] = true
+				if want.Valid[o.IntentID] || want.Refused[o.IntentID] {
+					resolved[o.IntentID] = true
+				}
 			}
 		})
 	}
