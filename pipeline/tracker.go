@@ -371,7 +371,13 @@ func (s *trackerSession) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.cfg.Health.Ready("tracker")
+		// Ready once the group has been joined: a poll that returns empty
+		// says nothing about Kafka answering.
+		if _, gen := s.sess.Client().GroupMetadata(); gen > 0 {
+			s.cfg.Health.Ready("tracker")
+		} else {
+			s.cfg.Health.NotReady("tracker", "joining the consumer group")
+		}
 
 		wait := tick
 		if uncommitted {

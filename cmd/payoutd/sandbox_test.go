@@ -11,7 +11,7 @@ import (
 
 // The sandbox's inconsistency flags reach its faults.
 func TestSandboxFaultFlags(t *testing.T) {
-	s := &sandboxCmd{Listen: ":0", TimeScale: 1, StepDelay: time.Second,
+	s := &sandboxCmd{Listen: "127.0.0.1:0", TimeScale: 1, StepDelay: time.Second,
 		Accounts: []string{"id=a,key=ka,secret=sa", "id=b,key=kb,secret=sb"}, logFlags: logFlags{Format: "text", Level: "info"},
 		inconsistencyFlags: inconsistencyFlags{
 			LookupLag: 3 * time.Second, ValidationAfterAmbiguous: 0.25, Totals: "float", TotalsCurrencies: []string{"ETH"},
