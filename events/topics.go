@@ -67,6 +67,12 @@ const day = 24 * time.Hour
 // DefaultDedupHorizon is how long the batcher remembers an intent id.
 const DefaultDedupHorizon = 7 * day
 
+// MaxMessageBytes is the largest record batch payoutd writes: the
+// max.message.bytes of the topics it creates and the limit of its
+// producers (kgo.ProducerBatchMaxBytes), kept in step so that a record
+// planned to fit one fits the other.
+const MaxMessageBytes = 1 << 20
+
 // TopicSpec is a topic's contract: what it is keyed by, what it holds, and
 // the broker settings it needs.
 type TopicSpec struct {
@@ -85,8 +91,9 @@ func (s TopicSpec) Configs() map[string]string {
 		ms = s.Retention.Milliseconds()
 	}
 	return map[string]string{
-		"cleanup.policy": s.Cleanup,
-		"retention.ms":   strconv.FormatInt(ms, 10),
+		"cleanup.policy":    s.Cleanup,
+		"retention.ms":      strconv.FormatInt(ms, 10),
+		"max.message.bytes": strconv.Itoa(MaxMessageBytes),
 	}
 }
 

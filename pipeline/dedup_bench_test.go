@@ -16,17 +16,17 @@ import (
 func TestDedupIndexHorizonAndTombstones(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	d := newDedupIndex(7 * 24 * time.Hour)
-	d.add("fresh", now.Add(-time.Hour))
-	d.add("old", now.Add(-8*24*time.Hour))
-	if !d.has("fresh", now) || d.has("old", now) || d.has("never", now) {
+	d.add(0, "fresh", now.Add(-time.Hour))
+	d.add(0, "old", now.Add(-8*24*time.Hour))
+	if !d.has(0, "fresh", now) || d.has(0, "old", now) || d.has(0, "never", now) || d.has(1, "fresh", now) {
 		t.Fatal("horizon not applied")
 	}
 	d.prune(now)
 	if d.len() != 1 {
 		t.Fatalf("prune left %d entries", d.len())
 	}
-	d.remove("fresh")
-	if d.has("fresh", now) {
+	d.remove(0, "fresh")
+	if d.has(0, "fresh", now) {
 		t.Fatal("tombstone not applied")
 	}
 }
@@ -45,7 +45,7 @@ func BenchmarkDedupIndexMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		d := newDedupIndex(time.Hour)
 		for _, id := range ids {
-			d.add(id, now)
+			d.add(0, id, now)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -76,7 +76,7 @@ func BenchmarkDedupIndexRebuild(b *testing.B) {
 	for b.Loop() {
 		idx := newDedupIndex(time.Hour)
 		start := time.Now()
-		read, err := readIntents(ctx, []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}, topic, idx)
+		read, err := readIntents(ctx, []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}, topic, idx, []int32{0, 1, 2, 3}, time.Minute)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,3 +28,21 @@ func once(p crashPoint) crashHook {
 		return true
 	}
 }
+
+// HostileInput is one input of the hostile corpus and its DLQ reason.
+type HostileInput struct {
+	Name, Value string
+	Reason      Reason
+}
+
+// HostileCorpus returns the hostile corpus (request_fuzz_test.go).
+func HostileCorpus() []HostileInput {
+	out := make([]HostileInput, len(hostile))
+	for i, h := range hostile {
+		out[i] = HostileInput{h.name, h.value, h.reason}
+	}
+	return out
+}
+
+// HostileNow is the clock the hostile corpus is judged by.
+var HostileNow = hostileNow

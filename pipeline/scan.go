@@ -1,0 +1,272 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/payoutd/payoutd/money"
+)
+
+// scanRequest reads a request's raw bytes once, before any decoder or
+// library sees them, and refuses what those would silently mishandle:
+// invalid UTF-8 (encoding/json turns it into U+FFFD, and it was paid),
+// a key twice in one object (encoding/json keeps the last: "amount":"1",
+// "amount":"1000" was paid as 1000), and number tokens beyond money's
+// bounds (the JSON Schema library expands 1e10000001 through big.Rat and
+// panics). Anything else that is not JSON it leaves to the decoder, which
+// names the error.
+func scanRequest(b []byte) *Rejection {
+	if !utf8.Valid(b) {
+		i := 0
+		for i < len(b) {
+			r, n := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return &Rejection{ReasonInvalidText, fmt.Sprintf("the value is not valid UTF-8 (byte %d); text must be UTF-8 and is never repaired", i)}
+	}
+	s := scanner{b: b}
+	s.space()
+	s.value(0, "")
+	return s.rej
+}
+
+// maxDepth bounds nesting: a request is two levels deep.
+const maxDepth = 64
+
+type scanner struct {
+	b   []byte
+	i   int
+	rej *Rejection
+	bad bool // not JSON: the decoder will say why
+}
+
+func (s *scanner) stop() bool { return s.rej != nil || s.bad }
+
+func (s *scanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// value scans one JSON value; field is its JSON pointer.
+func (s *scanner) value(depth int, field string) {
+	if depth > maxDepth {
+		s.rej = &Rejection{ReasonMalformed, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
+		return
+	}
+	if s.i >= len(s.b) {
+		s.bad = true
+		return
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		s.object(depth, field)
+	case c == '[':
+		s.i++
+		s.space()
+		if s.i < len(s.b) && s.b[s.i] == ']' {
+			s.i++
+			return
+		}
+		for n := 0; !s.stop(); n++ {
+			s.space()
+			s.value(depth+1, field+"/"+strconv.Itoa(n))
+			s.space()
+			if s.stop() || !s.next(']') {
+				return
+			}
+		}
+	case c == '"':
+		s.str()
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := s.i
+		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
+			s.i++
+		}
+		if err := money.CheckNumberText(s.b[start:s.i]); err != nil {
+			reason := ReasonSchema
+			if field == "/amount" {
+				reason = ReasonAmount
+			}
+			s.rej = &Rejection{reason, fieldName(field) + ": " + err.Error()}
+		}
+	default: // true, false, null, or not JSON
+		for s.i < len(s.b) && s.b[s.i] >= 'a' && s.b[s.i] <= 'z' {
+			s.i++
+		}
+	}
+}
+
+// next consumes a ',' (true: another element follows) or the closing byte.
+func (s *scanner) next(closing byte) bool {
+	if s.i >= len(s.b) {
+		s.bad = true
+		return false
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		return true
+	case closing:
+		s.i++
+		return false
+	}
+	s.bad = true
+	return false
+}
+
+func (s *scanner) object(depth int, field string) {
+	s.i++
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return
+	}
+	var keys []string
+	var set map[string]bool // once there are many keys
+	for !s.stop() {
+		s.space()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			s.bad = true
+			return
+		}
+		key, ok := s.str()
+		if !ok {
+			return
+		}
+		dup := false
+		if set != nil {
+			dup = set[key]
+			set[key] = true
+		} else {
+			for _, k := range keys {
+				dup = dup || k == key
+			}
+			keys = append(keys, key)
+			if len(keys) > 16 {
+				set = make(map[string]bool, 2*len(keys))
+				for _, k := range keys {
+					set[k] = true
+				}
+			}
+		}
+		if dup {
+			s.rej = &Rejection{ReasonDuplicateKey, fmt.Sprintf("%s: key %q appears twice; which one counts is ambiguous, so neither is paid",
+				fieldName(field), money.Truncate(key, 64))}
+			return
+		}
+		s.space()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			s.bad = true
+			return
+		}
+		s.i++
+		s.space()
+		s.value(depth+1, field+"/"+key)
+		s.space()
+		if s.stop() || !s.next('}') {
+			return
+		}
+	}
+}
+
+// str scans a string token and returns its decoded text (only decoded when
+// it holds escapes, which is rare).
+func (s *scanner) str() (string, bool) {
+	start := s.i
+	s.i++
+	escaped := false
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i += 2
+			continue
+		case '"':
+			s.i++
+			raw := s.b[start:s.i]
+			if !escaped {
+				return string(raw[1 : len(raw)-1]), true
+			}
+			var out string
+			if json.Unmarshal(raw, &out) != nil {
+				s.bad = true
+				return "", false
+			}
+			return out, true
+		}
+		s.i++
+	}
+	s.bad = true
+	return "", false
+}
+
+func isNumberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
+}
+
+func fieldName(pointer string) string {
+	if pointer == "" {
+		return "(document)"
+	}
+	return pointer
+}
+
+// checkIdentifier refuses what a person cannot see or a system may read
+// differently: control characters (NUL, ESC), format characters (U+200B
+// zero-width space, U+202E right-to-left override), every kind of space
+// (NBSP, U+3000 ideographic space) and U+FFFD, which stands for bytes that
+// were not text. An address, account or id that differs from what an
+// operator reads pays someone else.
+func checkIdentifier(field, s string) *Rejection {
+	for i, r := range s {
+		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) ||
+			unicode.IsSpace(r) || unicode.Is(unicode.Zs, r) || unicode.Is(unicode.Co, r) {
+			return &Rejection{ReasonInvalidText, fmt.Sprintf("%s has %s at byte %d: control, invisible and space characters are never part of an %s",
+				field, runeName(r), i, field)}
+		}
+	}
+	return nil
+}
+
+// checkComment allows spaces in free text, but not control characters or
+// the format characters that reorder or hide what is shown.
+func checkComment(field, s string) *Rejection {
+	for i, r := range s {
+		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) {
+			return &Rejection{ReasonInvalidText, fmt.Sprintf("%s has %s at byte %d: control and invisible characters are not allowed", field, runeName(r), i)}
+		}
+	}
+	return nil
+}
+
+func runeName(r rune) string {
+	switch r {
+	case 0:
+		return "U+0000 (NUL)"
+	case 0x1b:
+		return "U+001B (ESC)"
+	case 0xa0:
+		return "U+00A0 (no-break space)"
+	case 0x200b:
+		return "U+200B (zero-width space)"
+	case 0x202e:
+		return "U+202E (right-to-left override)"
+	case 0x3000:
+		return "U+3000 (ideographic space)"
+	case utf8.RuneError:
+		return "U+FFFD (replacement character: bytes that were not text)"
+	}
+	return fmt.Sprintf("%U", r)
+}
