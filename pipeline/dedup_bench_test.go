@@ -86,3 +86,55 @@ func BenchmarkDedupIndexRebuild(b *testing.B) {
 		b.ReportMetric(time.Since(start).Seconds(), "s/rebuild")
 	}
 }
+
+// Issue 11, scenario 13: a 100-year horizon reached before 1970, the
+// cut-off wrapped, and pruning emptied the index: a duplicate was paid twice.
+func TestDedupIndexLongHorizonDoesNotWrap(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	d := newDedupIndex(100 * 365 * 24 * time.Hour)
+	d.add(3, "paid", now.Add(-24*time.Hour))
+	d.prune(now)
+	if !d.has(3, "paid", now) || d.len() != 1 {
+		t.Fatalf("a 100-year horizon forgot an intent batched yesterday (%d entries)", d.len())
+	}
+	d.drop(3)
+	if d.has(3, "paid", now) || d.len() != 0 {
+		t.Fatal("a dropped partition's entries remain")
+	}
+}
+
+// BenchmarkDedupIndexMemoryPerInstance reports the heap one batcher
+// instance's index costs when 1,000,000 intents spread over 6 partitions
+// are shared by 1 or 3 instances (each holds only its owned partitions).
+func BenchmarkDedupIndexMemoryPerInstance(b *testing.B) {
+	const n, partitions = 1_000_000, 6
+	ids := make([]string, n)
+	parts := make([]int32, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("intent-%036d", i) // as long as a UUID
+		parts[i] = int32(keyPartitioner.Partition(&kgo.Record{Key: []byte(ids[i])}, partitions))
+	}
+	now := time.Now()
+	for _, instances := range []int{1, 3} {
+		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				d := newDedupIndex(time.Hour)
+				for i, id := range ids {
+					if int(parts[i])%instances == 0 { // instance 0 of instances owns these partitions
+						d.add(parts[i], id, now)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap := float64(after.HeapAlloc - before.HeapAlloc)
+				b.ReportMetric(heap/(1<<20), "MiB/instance")
+				b.ReportMetric(float64(d.len()), "entries/instance")
+				b.ReportMetric(heap/float64(d.len()), "bytes/entry")
+				runtime.KeepAlive(d)
+			}
+		})
+	}
+}
