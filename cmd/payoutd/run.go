@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -50,7 +51,9 @@ type runCmd struct {
 	BatcherMaxRecords int           `name:"batcher-max-records" env:"PAYOUTD_BATCHER_MAX_RECORDS" default:"20000" help:"A window closes early at this many records."`
 	BatcherMaxBytes   int           `name:"batcher-max-bytes" env:"PAYOUTD_BATCHER_MAX_BYTES" default:"33554432" help:"A window closes early at this many bytes."`
 	MaxRecordBytes    int           `name:"batcher-max-record-bytes" env:"PAYOUTD_BATCHER_MAX_RECORD_BYTES" default:"65536" help:"Larger requests go to the DLQ."`
-	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention)."`
+	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention); 1h to 5 years. Part of the upstream contract: longer than the requests topic's retention."`
+	ExecutionHorizon  time.Duration `name:"batcher-execution-horizon" env:"PAYOUTD_BATCHER_EXECUTION_HORIZON" default:"8760h" help:"How far ahead an executionDate may be (later ones go to the DLQ, reason execution_date); 1h to 10 years."`
+	RebuildWait       time.Duration `name:"batcher-rebuild-wait" env:"PAYOUTD_BATCHER_REBUILD_WAIT" default:"2m" help:"How long the dedup rebuild waits for open transactions on the intents topic before failing the session (it never proceeds without them); 1s to 1h."`
 	BatcherAccounts   []string      `name:"batcher-accounts" env:"PAYOUTD_BATCHER_ACCOUNTS" help:"Accounts the batcher accepts (default: the ids of --calypso-account; none configured: any)."`
 
 	CheckBalance     bool          `name:"submitter-check-balance" env:"PAYOUTD_SUBMITTER_CHECK_BALANCE" help:"Read the account balance before each create and defer batches it cannot cover."`
@@ -94,34 +97,7 @@ func (r *runCmd) validate(p *problems) {
 	r.validateCalypso(p)
 	r.validateWebhookKeys(p)
 
-	for name, d := range map[string]time.Duration{
-		"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)":                     r.CalypsoTimeout,
-		"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)":                   r.BatcherMaxWait,
-		"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)":                         r.DedupHorizon,
-		"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)":         r.DeferDelay,
-		"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)": r.MaxDeferDelay,
-		"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)":         r.RetryDelay,
-		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
-		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
-		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
-		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
-	} {
-		positive(p, name, d)
-	}
-	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
-		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
-	}
-	for name, n := range map[string]int{
-		"--batcher-max-records (PAYOUTD_BATCHER_MAX_RECORDS)":           r.BatcherMaxRecords,
-		"--batcher-max-bytes (PAYOUTD_BATCHER_MAX_BYTES)":               r.BatcherMaxBytes,
-		"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)": r.MaxRecordBytes,
-		"--tracker-workers (PAYOUTD_TRACKER_WORKERS)":                   r.TrackerWorkers,
-		"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)":         r.CalypsoMaxAttempts,
-	} {
-		if n <= 0 {
-			p.add(name, "must be a positive number, got %d", n)
-		}
-	}
+	r.validateRanges(p)
 	r.maxFee = map[string]calypso.Amount{}
 	for _, mf := range r.MaxFee {
 		cur, amt, ok := strings.Cut(mf, "=")
@@ -136,6 +112,58 @@ func (r *runCmd) validate(p *problems) {
 		checkAddr(p, "--ingress-addr (PAYOUTD_INGRESS_ADDR)", r.IngressAddr)
 	}
 	checkAddr(p, "--ops-addr (PAYOUTD_OPS_ADDR)", r.OpsAddr)
+}
+
+// validateRanges holds every numeric and duration setting to a sane range:
+// a value outside it is a mistake (100 years of dedup horizon wrapped the
+// cut-off and emptied the index on every restart), so start-up refuses it
+// and names the setting.
+func (r *runCmd) validateRanges(p *problems) {
+	const year = 365 * 24 * time.Hour
+	for _, d := range []struct {
+		name     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)", r.CalypsoTimeout, time.Second, 10 * time.Minute},
+		{"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)", r.BatcherMaxWait, 10 * time.Millisecond, 10 * time.Minute},
+		{"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", r.DedupHorizon, time.Hour, 5 * year},
+		{"--batcher-execution-horizon (PAYOUTD_BATCHER_EXECUTION_HORIZON)", r.ExecutionHorizon, time.Hour, 10 * year},
+		{"--batcher-rebuild-wait (PAYOUTD_BATCHER_REBUILD_WAIT)", r.RebuildWait, time.Second, time.Hour},
+		{"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)", r.DeferDelay, time.Second, 24 * time.Hour},
+		{"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", r.MaxDeferDelay, time.Second, 7 * 24 * time.Hour},
+		{"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)", r.RetryDelay, 10 * time.Millisecond, time.Hour},
+		{"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)", r.TrackerPollAfter, time.Second, 7 * 24 * time.Hour},
+		{"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)", r.TrackerCallTimeout, time.Second, 10 * time.Minute},
+		{"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)", r.IngressAckTimeout, 10 * time.Millisecond, 5 * time.Minute},
+		{"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)", r.ShutdownTimeout, time.Second, time.Hour},
+	} {
+		if d.v < d.min || d.v > d.max {
+			p.add(d.name, "must be between %s and %s, got %s", d.min, d.max, d.v)
+		}
+	}
+	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
+		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
+	}
+	for _, n := range []struct {
+		name     string
+		v        int
+		min, max int
+	}{
+		{"--batcher-max-records (PAYOUTD_BATCHER_MAX_RECORDS)", r.BatcherMaxRecords, 1, 1_000_000},
+		{"--batcher-max-bytes (PAYOUTD_BATCHER_MAX_BYTES)", r.BatcherMaxBytes, 64 << 10, 1 << 30},
+		// A DLQ copy is the record plus headers, and must fit Kafka's record limit.
+		{"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)", r.MaxRecordBytes, 1 << 10, events.MaxMessageBytes / 2},
+		{"--tracker-workers (PAYOUTD_TRACKER_WORKERS)", r.TrackerWorkers, 1, 1024},
+		{"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)", r.CalypsoMaxAttempts, 1, 100},
+	} {
+		if n.v < n.min || n.v > n.max {
+			p.add(n.name, "must be between %d and %d, got %d", n.min, n.max, n.v)
+		}
+	}
+	if rl := r.CalypsoRateLimit; math.IsNaN(rl) || rl == 0 || rl > 10_000 {
+		p.add("--calypso-rate-limit (PAYOUTD_CALYPSO_RATE_LIMIT)", "must be above 0 and at most 10000 requests per second, or negative for unlimited, got %v", rl)
+	}
 }
 
 func (r *runCmd) validateCalypso(p *problems) {
@@ -258,6 +286,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
 			MaxRecordBytes: r.MaxRecordBytes, DedupHorizon: r.DedupHorizon, Accounts: batcherAccounts,
+			ExecutionHorizon: r.ExecutionHorizon, RebuildWait: r.RebuildWait,
 		},
 		submitter: pipeline.SubmitterConfig{
 			Group: r.SubmitterGroup, TransactionalID: submitterTxnID, InstanceID: submitterInstance,
