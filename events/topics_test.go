@@ -98,3 +98,57 @@ func TestEnsureTopicsReportsIntentsNotCoPartitioned(t *testing.T) {
 		t.Fatalf("partition mismatch of requests and intents not reported: %v", rep.Drift)
 	}
 }
+
+// Issue 11, scenario 14: the dedup horizon is part of the upstream
+// contract; a requests topic that keeps records longer than it is drift,
+// and says why.
+func TestEnsureTopicsReportsRequestsRetentionBeyondTheHorizon(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := kafkatest.Topics(t)
+	deleteTopics(t, adm, topics)
+
+	// Created with the default horizon: requests keep 7 days.
+	if _, err := topics.Ensure(ctx, adm, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Then the horizon is shortened to 3 days.
+	rep, err := topics.Ensure(ctx, adm, 3*24*time.Hour, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, d := range rep.Drift {
+		if d.Topic == topics.Requests && d.Setting == "retention.ms" && d.Got == "604800000" && strings.Contains(d.Want, "dedup horizon") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("requests retention beyond the horizon not reported: %v", rep.Drift)
+	}
+	// A fresh set created with a short horizon keeps requests no longer.
+	short := kafkatest.Topics(t)
+	deleteTopics(t, adm, short)
+	rep, err = short.Ensure(ctx, adm, 24*time.Hour, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range rep.Drift {
+		if d.Topic == short.Requests {
+			t.Fatalf("drift on a requests topic just created: %v", d)
+		}
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, short.Requests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := configs.On(short.Requests, nil)
+	for _, kv := range c.Configs {
+		if kv.Key == "retention.ms" && kv.MaybeValue() != "86400000" {
+			t.Fatalf("requests created with retention %s under a one-day horizon", kv.MaybeValue())
+		}
+	}
+}
