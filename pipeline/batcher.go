@@ -296,6 +296,8 @@ func (b *Batcher) session(ctx context.Context) error {
 		for _, p := range revoked {
 			b.index.drop(p)
 		}
+		b.Stats.OwnedPartitions.Store(0)
+		b.Stats.IndexSize.Store(int64(b.index.len()))
 	}()
 	b.lastCommit = b.cfg.Now()
 	defer b.Stats.Ready.Store(0)
@@ -336,7 +338,7 @@ func (b *Batcher) session(ctx context.Context) error {
 			b.admit(w, r, now)
 		}
 		b.Stats.Buffered.Store(int64(w.records))
-		b.reportHealth(now, !w.empty())
+		b.reportHealth(now, w)
 		if !w.empty() && b.crash.at(crashWindowOpen) {
 			return errCrashed
 		}
@@ -355,14 +357,18 @@ func (b *Batcher) session(ctx context.Context) error {
 }
 
 // reportHealth says whether the batcher makes progress: not while windows
-// keep aborting, nor while records wait and nothing has committed for
-// StallAfter.
-func (b *Batcher) reportHealth(now time.Time, waiting bool) {
+// keep aborting, nor while the records of w wait and nothing has committed
+// for StallAfter.
+func (b *Batcher) reportHealth(now time.Time, w *window) {
 	aborts := b.Stats.AbortsInARow.Load()
 	stalled := now.Sub(b.lastCommit)
+	waiting := w != nil && !w.empty()
+	if waiting && w.opened.After(b.lastCommit) {
+		stalled = now.Sub(w.opened) // idle until these came
+	}
 	switch {
 	case aborts >= 3:
-		b.notReady(fmt.Sprintf("%d windows in a row aborted; nothing committed for %s", aborts, stalled.Round(time.Second)))
+		b.notReady(fmt.Sprintf("%d windows in a row aborted; nothing committed for %s", aborts, now.Sub(b.lastCommit).Round(time.Second)))
 	case waiting && stalled > b.cfg.StallAfter:
 		b.notReady(fmt.Sprintf("records wait but nothing committed for %s", stalled.Round(time.Second)))
 	default:
@@ -520,7 +526,7 @@ func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w 
 			cause = err.Error()
 		}
 		b.log.Warn("window aborted; its records will be consumed again", "records", w.records, "error", cause, "in_a_row", aborts)
-		b.reportHealth(b.cfg.Now(), true)
+		b.reportHealth(b.cfg.Now(), w)
 		return false, err
 	}
 	for id, p := range w.ids {

@@ -16,7 +16,6 @@ func TestBatcherHealthSaysWhyItIsStuck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.lastCommit = now
 	reason := func() (bool, string) {
 		_, parts := health.Check()
 		for _, p := range parts {
@@ -28,21 +27,28 @@ func TestBatcherHealthSaysWhyItIsStuck(t *testing.T) {
 		return false, ""
 	}
 	for _, tc := range []struct {
-		name    string
-		aborts  int64
-		idle    time.Duration
-		waiting bool
-		ready   bool
-		why     string
+		name        string
+		aborts      int64
+		sinceCommit time.Duration // when the last window committed
+		idle        time.Duration // since the open window's first record
+		waiting     bool
+		ready       bool
+		why         string
 	}{
-		{"progressing", 0, 0, true, true, ""},
-		{"idle with nothing waiting", 0, time.Hour, false, true, ""},
-		{"windows keep aborting", 3, 10 * time.Second, true, false, "3 windows in a row aborted"},
-		{"records wait, nothing commits", 0, 2 * time.Minute, true, false, "records wait but nothing committed for 2m0s"},
+		{"progressing", 0, 0, 0, true, true, ""},
+		{"idle with nothing waiting", 0, time.Hour, time.Hour, false, true, ""},
+		{"records arrive after an idle hour", 0, time.Hour, time.Second, true, true, ""},
+		{"windows keep aborting", 3, 10 * time.Second, 10 * time.Second, true, false, "3 windows in a row aborted"},
+		{"records wait, nothing commits", 0, 2 * time.Minute, 2 * time.Minute, true, false, "records wait but nothing committed for 2m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b.Stats.AbortsInARow.Store(tc.aborts)
-			b.reportHealth(now.Add(tc.idle), tc.waiting)
+			b.lastCommit = now.Add(tc.idle - tc.sinceCommit)
+			w := newWindow()
+			if tc.waiting {
+				w.records, w.opened = 1, now
+			}
+			b.reportHealth(now.Add(tc.idle), w)
 			ready, why := reason()
 			if ready != tc.ready || !strings.Contains(why, tc.why) {
 				t.Fatalf("ready %v (%q), want %v (%q)", ready, why, tc.ready, tc.why)
