@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -185,12 +186,15 @@ type Batcher struct {
 }
 
 // ownership collects what the group's callbacks (run on the client's
-// goroutines) report, for the batcher's loop to apply between polls.
+// goroutines) report, for the batcher's loop to apply between polls: the
+// index drops every partition not owned, and rebuilds those assigned.
 type ownership struct {
 	mu       sync.Mutex
 	assigned map[int32]bool // waiting for their index to be rebuilt
-	revoked  map[int32]bool // to drop from the index
 	owned    map[int32]bool
+	// told is false from a session's start until the group first assigns
+	// or revokes: until then the index keeps what it has.
+	told bool
 }
 
 func (o *ownership) assign(ps []int32) {
@@ -199,34 +203,44 @@ func (o *ownership) assign(ps []int32) {
 	for _, p := range ps {
 		o.assigned[p] = true
 		o.owned[p] = true
-		delete(o.revoked, p)
 	}
+	o.told = true
 }
 
 func (o *ownership) revoke(ps []int32) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.told = true
 	for _, p := range ps {
-		o.revoked[p] = true
 		delete(o.owned, p)
 		delete(o.assigned, p)
 	}
 }
 
-// take returns and clears what changed, and how many partitions are owned.
-func (o *ownership) take() (assigned, revoked []int32, owned int) {
+// take returns and clears the partitions newly assigned, and returns the
+// partitions owned now, or nil when the group has not said yet.
+func (o *ownership) take() (assigned []int32, owned map[int32]bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for p := range o.assigned {
 		assigned = append(assigned, p)
 	}
-	for p := range o.revoked {
-		revoked = append(revoked, p)
-	}
 	clear(o.assigned)
-	clear(o.revoked)
 	slices.Sort(assigned)
-	return assigned, revoked, len(o.owned)
+	if !o.told {
+		return assigned, nil
+	}
+	return assigned, maps.Clone(o.owned)
+}
+
+// reset forgets every partition: a closed session owns none (a static
+// member's Close does not revoke them), and the next one is told anew.
+func (o *ownership) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.assigned)
+	clear(o.owned)
+	o.told = false
 }
 
 // NewBatcher returns a Batcher; kafka are the client options shared by every
@@ -253,7 +267,7 @@ func NewBatcher(cfg BatcherConfig, kafka ...kgo.Opt) (*Batcher, error) {
 		poison:        make(map[events.Offset]*Rejection),
 		noValue:       make(map[events.Offset]bool),
 		maxBatchBytes: cfg.MaxBatchBytes,
-		owned:         ownership{assigned: map[int32]bool{}, revoked: map[int32]bool{}, owned: map[int32]bool{}},
+		owned:         ownership{assigned: map[int32]bool{}, owned: map[int32]bool{}},
 	}
 	b.Stats.DLQBy = make(map[Reason]*atomic.Int64)
 	for _, r := range Reasons() {
@@ -291,13 +305,12 @@ func (b *Batcher) session(ctx context.Context) error {
 	}
 	defer func() {
 		sess.Close()
-		// Closing left the group: nothing is owned any more.
-		_, revoked, _ := b.owned.take()
-		for _, p := range revoked {
-			b.index.drop(p)
-		}
+		// Nothing is owned any more. The index keeps what it has until the
+		// next session's first assignment: a partition assigned again is
+		// caught up from where its index left off (what others wrote
+		// meanwhile included), the others are dropped then.
+		b.owned.reset()
 		b.Stats.OwnedPartitions.Store(0)
-		b.Stats.IndexSize.Store(int64(b.index.len()))
 	}()
 	b.lastCommit = b.cfg.Now()
 	defer b.Stats.Ready.Store(0)
@@ -382,15 +395,19 @@ func (b *Batcher) notReady(reason string) {
 	b.cfg.Health.NotReady("batcher", reason)
 }
 
-// applyOwnership drops revoked partitions from the dedup index and rebuilds
+// applyOwnership drops partitions not owned from the dedup index and rebuilds
 // the index of newly assigned ones before any of their records is admitted.
 func (b *Batcher) applyOwnership(ctx context.Context) error {
-	assigned, revoked, owned := b.owned.take()
-	for _, p := range revoked {
-		b.index.drop(p)
+	assigned, owned := b.owned.take()
+	dropped := false
+	for p := range b.index.parts {
+		if owned != nil && !owned[p] {
+			b.index.drop(p)
+			dropped = true
+		}
 	}
-	b.Stats.OwnedPartitions.Store(int64(owned))
-	if len(revoked) > 0 {
+	b.Stats.OwnedPartitions.Store(int64(len(owned)))
+	if dropped {
 		b.Stats.IndexSize.Store(int64(b.index.len()))
 	}
 	if len(assigned) == 0 {

@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -32,18 +34,22 @@ func scanRequest(b []byte) *Rejection {
 	}
 	s := scanner{b: b}
 	s.space()
-	s.value(0, "")
+	s.value(0)
 	return s.rej
 }
 
 // maxDepth bounds nesting: a request is two levels deep.
 const maxDepth = 64
 
+// scanner walks the bytes without allocating on the common path: keys are
+// compared as sub-slices, and a value's JSON pointer is built only for an
+// error.
 type scanner struct {
-	b   []byte
-	i   int
-	rej *Rejection
-	bad bool // not JSON: the decoder will say why
+	b    []byte
+	i    int
+	rej  *Rejection
+	bad  bool     // not JSON: the decoder will say why
+	path [][]byte // keys (or array indexes) down to the current value
 }
 
 func (s *scanner) stop() bool { return s.rej != nil || s.bad }
@@ -59,8 +65,18 @@ func (s *scanner) space() {
 	}
 }
 
-// value scans one JSON value; field is its JSON pointer.
-func (s *scanner) value(depth int, field string) {
+// pointer is the current value's JSON pointer, "" for the document.
+func (s *scanner) pointer() string {
+	var b strings.Builder
+	for _, k := range s.path {
+		b.WriteByte('/')
+		b.Write(k)
+	}
+	return b.String()
+}
+
+// value scans one JSON value.
+func (s *scanner) value(depth int) {
 	if depth > maxDepth {
 		s.rej = &Rejection{ReasonMalformed, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
 		return
@@ -71,7 +87,7 @@ func (s *scanner) value(depth int, field string) {
 	}
 	switch c := s.b[s.i]; {
 	case c == '{':
-		s.object(depth, field)
+		s.object(depth)
 	case c == '[':
 		s.i++
 		s.space()
@@ -81,7 +97,9 @@ func (s *scanner) value(depth int, field string) {
 		}
 		for n := 0; !s.stop(); n++ {
 			s.space()
-			s.value(depth+1, field+"/"+strconv.Itoa(n))
+			s.path = append(s.path, strconv.AppendInt(nil, int64(n), 10))
+			s.value(depth + 1)
+			s.path = s.path[:len(s.path)-1]
 			s.space()
 			if s.stop() || !s.next(']') {
 				return
@@ -96,6 +114,7 @@ func (s *scanner) value(depth int, field string) {
 		}
 		if err := money.CheckNumberText(s.b[start:s.i]); err != nil {
 			reason := ReasonSchema
+			field := s.pointer()
 			if field == "/amount" {
 				reason = ReasonAmount
 			}
@@ -126,14 +145,15 @@ func (s *scanner) next(closing byte) bool {
 	return false
 }
 
-func (s *scanner) object(depth int, field string) {
+func (s *scanner) object(depth int) {
 	s.i++
 	s.space()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
 		return
 	}
-	var keys []string
+	var small [16][]byte
+	keys := small[:0]
 	var set map[string]bool // once there are many keys
 	for !s.stop() {
 		s.space()
@@ -147,23 +167,25 @@ func (s *scanner) object(depth int, field string) {
 		}
 		dup := false
 		if set != nil {
-			dup = set[key]
-			set[key] = true
+			dup = set[string(key)]
+			set[string(key)] = true
 		} else {
 			for _, k := range keys {
-				dup = dup || k == key
+				dup = dup || bytes.Equal(k, key)
 			}
-			keys = append(keys, key)
-			if len(keys) > 16 {
-				set = make(map[string]bool, 2*len(keys))
+			if len(keys) < cap(keys) {
+				keys = append(keys, key)
+			} else {
+				set = make(map[string]bool, 64)
 				for _, k := range keys {
-					set[k] = true
+					set[string(k)] = true
 				}
+				set[string(key)] = true
 			}
 		}
 		if dup {
 			s.rej = &Rejection{ReasonDuplicateKey, fmt.Sprintf("%s: key %q appears twice; which one counts is ambiguous, so neither is paid",
-				fieldName(field), money.Truncate(key, 64))}
+				fieldName(s.pointer()), money.Truncate(string(key), 64))}
 			return
 		}
 		s.space()
@@ -173,7 +195,9 @@ func (s *scanner) object(depth int, field string) {
 		}
 		s.i++
 		s.space()
-		s.value(depth+1, field+"/"+key)
+		s.path = append(s.path, key)
+		s.value(depth + 1)
+		s.path = s.path[:len(s.path)-1]
 		s.space()
 		if s.stop() || !s.next('}') {
 			return
@@ -181,9 +205,9 @@ func (s *scanner) object(depth int, field string) {
 	}
 }
 
-// str scans a string token and returns its decoded text (only decoded when
-// it holds escapes, which is rare).
-func (s *scanner) str() (string, bool) {
+// str scans a string token and returns its text: a sub-slice when it holds
+// no escapes, decoded (rare) when it does.
+func (s *scanner) str() ([]byte, bool) {
 	start := s.i
 	s.i++
 	escaped := false
@@ -197,19 +221,19 @@ func (s *scanner) str() (string, bool) {
 			s.i++
 			raw := s.b[start:s.i]
 			if !escaped {
-				return string(raw[1 : len(raw)-1]), true
+				return raw[1 : len(raw)-1], true
 			}
 			var out string
 			if json.Unmarshal(raw, &out) != nil {
 				s.bad = true
-				return "", false
+				return nil, false
 			}
-			return out, true
+			return []byte(out), true
 		}
 		s.i++
 	}
 	s.bad = true
-	return "", false
+	return nil, false
 }
 
 func isNumberByte(c byte) bool {
@@ -231,7 +255,10 @@ func fieldName(pointer string) string {
 // operator reads pays someone else.
 func checkIdentifier(field, s string) *Rejection {
 	for i, r := range s {
-		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) ||
+		if r < utf8.RuneSelf && r > ' ' && r != 0x7f {
+			continue // printable ASCII: the common case, without table look-ups
+		}
+		if r < utf8.RuneSelf || r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) ||
 			unicode.IsSpace(r) || unicode.Is(unicode.Zs, r) || unicode.Is(unicode.Co, r) {
 			return &Rejection{ReasonInvalidText, fmt.Sprintf("%s has %s at byte %d: control, invisible and space characters are never part of an %s",
 				field, runeName(r), i, field)}
@@ -244,7 +271,10 @@ func checkIdentifier(field, s string) *Rejection {
 // the format characters that reorder or hide what is shown.
 func checkComment(field, s string) *Rejection {
 	for i, r := range s {
-		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) {
+		if r < utf8.RuneSelf && r >= ' ' && r != 0x7f {
+			continue
+		}
+		if r < utf8.RuneSelf || r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) {
 			return &Rejection{ReasonInvalidText, fmt.Sprintf("%s has %s at byte %d: control and invisible characters are not allowed", field, runeName(r), i)}
 		}
 	}

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -165,16 +164,33 @@ func batchOverhead(account, currency string) int {
 	return fixed + jsonLen(account) + jsonLen(currency) + 2*(money.MaxText+8)
 }
 
-// itemSize is the exact length of an item's JSON in a BatchPlanned, plus
-// its comma (FuzzRequestPath holds it to that).
+// maxAmountJSON bounds an amount's JSON: quotes, sign, point and money's
+// digits. Planning counts it instead of printing every amount twice.
+const maxAmountJSON = 4 + money.MaxIntegerDigits + money.MaxFractionDigits
+
+// itemSize bounds the length of an item's JSON in a BatchPlanned, with its
+// comma: exact but for the amount (FuzzRequestPath holds it to never
+// under-count).
 func itemSize(it events.BatchItem) int {
 	n := len(`{"intentId":,"address":,"amount":,"source":{"topic":,"partition":,"offset":}},`) +
-		jsonLen(it.IntentID) + jsonLen(it.Address) + jsonLen(it.Amount.String()) + jsonLen(it.Source.Topic) +
-		len(strconv.FormatInt(int64(it.Source.Partition), 10)) + len(strconv.FormatInt(it.Source.Offset, 10))
+		jsonLen(it.IntentID) + jsonLen(it.Address) + maxAmountJSON + jsonLen(it.Source.Topic) +
+		digits(int64(it.Source.Partition)) + digits(it.Source.Offset)
 	if it.Comment != "" {
 		n += len(`,"comment":`) + jsonLen(it.Comment)
 	}
 	return n
+}
+
+// digits is the length of n in decimal.
+func digits(n int64) int {
+	d := 1
+	if n < 0 {
+		d, n = 2, -n
+	}
+	for ; n >= 10; n /= 10 {
+		d++
+	}
+	return d
 }
 
 // jsonLen is the length of s as a JSON string written by encoding/json:
