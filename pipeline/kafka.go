@@ -302,11 +302,17 @@ var ErrUnstableOffsets = errors.New("last stable offset held back by an open tra
 // settledBounds samples each partition's log start and high watermark, then
 // waits until its last stable offset has reached that high watermark: then
 // every transaction that wrote below it has ended, and reading up to it
-// read_committed sees all that was committed. It fails after wait.
+// read_committed sees all that was committed. It fails after wait, and
+// never returns bounds it did not wait for. Nil partitions means all of the
+// topic's. Every rebuild of state from a transactional topic (the batcher's
+// dedup index, the tracker's state store) needs exactly this.
 func settledBounds(ctx context.Context, adm *kadm.Client, topic string, partitions []int32, wait time.Duration) (map[int32]partitionBounds, error) {
 	high, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+	}
+	if partitions == nil {
+		high.Each(func(o kadm.ListedOffset) { partitions = append(partitions, o.Partition) })
 	}
 	low, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {

@@ -125,16 +125,16 @@ func (r *runCmd) validateRanges(p *problems) {
 		v        time.Duration
 		min, max time.Duration
 	}{
-		{"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)", r.CalypsoTimeout, time.Second, 10 * time.Minute},
+		{"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)", r.CalypsoTimeout, 100 * time.Millisecond, 10 * time.Minute},
 		{"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)", r.BatcherMaxWait, 10 * time.Millisecond, 10 * time.Minute},
 		{"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", r.DedupHorizon, time.Hour, 5 * year},
 		{"--batcher-execution-horizon (PAYOUTD_BATCHER_EXECUTION_HORIZON)", r.ExecutionHorizon, time.Hour, 10 * year},
 		{"--batcher-rebuild-wait (PAYOUTD_BATCHER_REBUILD_WAIT)", r.RebuildWait, time.Second, time.Hour},
-		{"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)", r.DeferDelay, time.Second, 24 * time.Hour},
-		{"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", r.MaxDeferDelay, time.Second, 7 * 24 * time.Hour},
+		{"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)", r.DeferDelay, 100 * time.Millisecond, 24 * time.Hour},
+		{"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", r.MaxDeferDelay, 100 * time.Millisecond, 7 * 24 * time.Hour},
 		{"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)", r.RetryDelay, 10 * time.Millisecond, time.Hour},
-		{"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)", r.TrackerPollAfter, time.Second, 7 * 24 * time.Hour},
-		{"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)", r.TrackerCallTimeout, time.Second, 10 * time.Minute},
+		{"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)", r.TrackerPollAfter, 100 * time.Millisecond, 7 * 24 * time.Hour},
+		{"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)", r.TrackerCallTimeout, 100 * time.Millisecond, 10 * time.Minute},
 		{"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)", r.IngressAckTimeout, 10 * time.Millisecond, 5 * time.Minute},
 		{"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)", r.ShutdownTimeout, time.Second, time.Hour},
 	} {
