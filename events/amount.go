@@ -24,7 +24,7 @@ type Amount struct{ d decimal.Decimal }
 func ParseAmount(s string) (Amount, error) {
 	d, err := money.Parse(s)
 	if err != nil {
-		return Amount{}, fmt.Errorf("amount: %w", err)
+		return Amount{}, fmt.Errorf("amount %q: %w", money.Truncate(s, 64), err)
 	}
 	return Amount{d}, nil
 }

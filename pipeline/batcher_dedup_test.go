@@ -78,7 +78,7 @@ func TestBatcherRebuildsFromAnEmptiedIntentsPartition(t *testing.T) {
 	waitHealth(t, health, "ready", func(p pipeline.PartHealth) bool { return p.Ready })
 }
 
-// Scenario 10: a transaction left open on the intents topic by a crashed
+// Scenarios 10 and 9: a transaction left open on the intents topic by a crashed
 // producer (its transactional id never reused) holds the last stable offset
 // back below a committed window. The rebuild used to give up after 15s and
 // trust it: the window's intent was then paid twice. Now the batcher is not
@@ -126,6 +126,9 @@ func TestBatcherRebuildNeverProceedsPastAnOpenTransaction(t *testing.T) {
 		return !p.Ready && strings.Contains(p.Reason, "stable offset")
 	})
 	t.Logf("while the transaction is open: %s", p.Reason)
+	if b.Stats.Ready.Load() != 0 {
+		t.Error("the batcher_ready gauge says ready while /readyz does not")
+	}
 	dead := dlq.waitFor(t, 2*time.Minute, "the copy of x in the DLQ once the transaction is aborted", func(r []*kgo.Record) bool { return len(r) >= 1 })
 	if reasons := dlqReasons(dead); reasons["x"] != "duplicate" {
 		t.Fatalf("DLQ %v, want x as duplicate", reasons)
@@ -134,6 +137,7 @@ func TestBatcherRebuildNeverProceedsPastAnOpenTransaction(t *testing.T) {
 		t.Fatalf("x batched %d times", n)
 	}
 	waitHealth(t, health, "ready", func(p pipeline.PartHealth) bool { return p.Ready })
+	waitStat(t, "the batcher_ready gauge at 1", func() bool { return b.Stats.Ready.Load() == 1 })
 }
 
 // Scenario 11: a copy of an intent in another partition than Kafka's

@@ -287,6 +287,8 @@ func runeName(r rune) string {
 		return "U+0000 (NUL)"
 	case 0x1b:
 		return "U+001B (ESC)"
+	case ' ':
+		return "U+0020 (space)"
 	case 0xa0:
 		return "U+00A0 (no-break space)"
 	case 0x200b:
