@@ -549,6 +549,15 @@ func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w 
 	for id, p := range w.ids {
 		b.index.add(p, id, now)
 	}
+	for _, r := range w.dlq {
+		if len(b.poison) == 0 {
+			break
+		}
+		// A poisoned request is in the DLQ now, for good.
+		src := dlqOffset(r)
+		delete(b.poison, src)
+		delete(b.noValue, src)
+	}
 	b.lastCommit = b.cfg.Now()
 	b.isolate = false
 	b.Stats.AbortsInARow.Store(0)
