@@ -167,6 +167,9 @@ type Batcher struct {
 	// assignment; a record elsewhere than murmur2(key) mod partitions is
 	// refused (wrong_partition).
 	partitions int
+	// partitioner is Kafka's default partitioner (franz-go's, the Java
+	// client's): murmur2 of the key, for keyed records.
+	partitioner kgo.TopicPartitioner
 	// poison holds request records whose output Kafka refused for good
 	// (too large, however chunked): read again after the abort, they go to
 	// the DLQ instead of aborting every window forever.
@@ -265,6 +268,7 @@ func NewBatcher(cfg BatcherConfig, kafka ...kgo.Opt) (*Batcher, error) {
 		index:         newDedupIndex(cfg.DedupHorizon),
 		log:           cfg.Logger.With("component", "batcher"),
 		poison:        make(map[events.Offset]*Rejection),
+		partitioner:   kgo.StickyKeyPartitioner(nil).ForTopic(cfg.Topics.Requests),
 		noValue:       make(map[events.Offset]bool),
 		maxBatchBytes: cfg.MaxBatchBytes,
 		owned:         ownership{assigned: map[int32]bool{}, owned: map[int32]bool{}},
@@ -461,10 +465,6 @@ func (b *Batcher) admit(w *window, r *kgo.Record, now time.Time) {
 	w.add(in, src, maxItems(b.cfg.Currencies, in.Currency))
 }
 
-// keyPartitioner is Kafka's default partitioner for keyed records: murmur2
-// of the key, as the Java client and franz-go compute it.
-var keyPartitioner = kgo.StickyKeyPartitioner(nil).ForTopic("")
-
 // checkPartition refuses a record that is not where Kafka's default
 // partitioner puts its key. Dedup looks for an intent's earlier copies in
 // its own partition only; a copy elsewhere (another partitioner upstream,
@@ -473,7 +473,7 @@ func (b *Batcher) checkPartition(r *kgo.Record) *Rejection {
 	if b.partitions <= 0 {
 		return nil
 	}
-	want := int32(keyPartitioner.Partition(r, b.partitions))
+	want := int32(b.partitioner.Partition(r, b.partitions))
 	if want == r.Partition {
 		return nil
 	}

@@ -112,7 +112,7 @@ func BenchmarkDedupIndexMemoryPerInstance(b *testing.B) {
 	parts := make([]int32, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("intent-%036d", i) // as long as a UUID
-		parts[i] = int32(keyPartitioner.Partition(&kgo.Record{Key: []byte(ids[i])}, partitions))
+		parts[i] = int32(kafkaPartitioner().Partition(&kgo.Record{Key: []byte(ids[i])}, partitions))
 	}
 	now := time.Now()
 	for _, instances := range []int{1, 3} {

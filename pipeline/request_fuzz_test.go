@@ -135,6 +135,9 @@ func TestHostileCorpus(t *testing.T) {
 	}
 }
 
+// kafkaPartitioner is Kafka's default partitioner, as the batcher checks it.
+func kafkaPartitioner() kgo.TopicPartitioner { return kgo.StickyKeyPartitioner(nil).ForTopic("") }
+
 // requestRecord is value as a requests record keyed by its intent id (when
 // one can be read), in the partition Kafka's partitioner gives it of 4.
 func requestRecord(value []byte, offset int64) *kgo.Record {
@@ -143,7 +146,7 @@ func requestRecord(value []byte, offset int64) *kgo.Record {
 	}
 	_ = json.Unmarshal(value, &id)
 	r := &kgo.Record{Topic: "payouts.requests", Key: []byte(id.IntentID), Value: value, Offset: offset}
-	r.Partition = int32(keyPartitioner.Partition(r, 4))
+	r.Partition = int32(kafkaPartitioner().Partition(r, 4))
 	return r
 }
 
