@@ -115,9 +115,9 @@ func produceInTxn(ctx context.Context, sess *kgo.GroupTransactSession, records [
 // owner.
 //
 // Records for which alone returns true are produced one at a time, each
-// waiting for the one before, so that Kafka's refusal of one (too large)
-// cannot fail its neighbours in the same produce batch and is known to be
-// its own; alone may be nil.
+// flushed alone (one round trip, no linger), so that Kafka's refusal of one
+// (too large) cannot fail its neighbours in the same produce batch and is
+// known to be its own; alone may be nil.
 func produceRecordsInTxn(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record, alone func(*kgo.Record) bool) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txnTimeout)
 	defer cancel()
@@ -129,9 +129,12 @@ func produceRecordsInTxn(ctx context.Context, sess *kgo.GroupTransactSession, re
 		failed []refusedRecord
 	)
 	for _, r := range records {
-		var done chan struct{}
-		if alone != nil && alone(r) {
-			done = make(chan struct{})
+		isolated := alone != nil && alone(r)
+		if isolated {
+			// Nothing before it shares its produce batch...
+			if err := sess.Client().Flush(ctx); err != nil {
+				return false, err
+			}
 		}
 		sess.Produce(ctx, r, func(r *kgo.Record, err error) {
 			if err != nil {
@@ -139,12 +142,13 @@ func produceRecordsInTxn(ctx context.Context, sess *kgo.GroupTransactSession, re
 				failed = append(failed, refusedRecord{r, err})
 				mu.Unlock()
 			}
-			if done != nil {
-				close(done)
-			}
 		})
-		if done != nil {
-			<-done
+		if isolated {
+			// ...and nothing after it: Flush sends it at once, without
+			// waiting out the linger.
+			if err := sess.Client().Flush(ctx); err != nil {
+				return false, err
+			}
 		}
 	}
 	if err := sess.Client().Flush(ctx); err != nil {
