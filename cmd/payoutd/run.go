@@ -54,6 +54,7 @@ type runCmd struct {
 	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention); 1h to 5 years. Part of the upstream contract: longer than the requests topic's retention."`
 	ExecutionHorizon  time.Duration `name:"batcher-execution-horizon" env:"PAYOUTD_BATCHER_EXECUTION_HORIZON" default:"8760h" help:"How far ahead an executionDate may be (later ones go to the DLQ, reason execution_date); 1h to 10 years."`
 	RebuildWait       time.Duration `name:"batcher-rebuild-wait" env:"PAYOUTD_BATCHER_REBUILD_WAIT" default:"2m" help:"How long the dedup rebuild waits for open transactions on the intents topic before failing the session (it never proceeds without them); 1s to 1h."`
+	MaxAmount         []string      `name:"batcher-max-amount" env:"PAYOUTD_BATCHER_MAX_AMOUNT" placeholder:"CURRENCY=AMOUNT" help:"Largest amount of one payment in a currency; larger requests go to the DLQ (reason amount). Repeat per currency (default: no maximum beyond the global bounds)."`
 	BatcherAccounts   []string      `name:"batcher-accounts" env:"PAYOUTD_BATCHER_ACCOUNTS" help:"Accounts the batcher accepts (default: the ids of --calypso-account; none configured: any)."`
 
 	CheckBalance     bool          `name:"submitter-check-balance" env:"PAYOUTD_SUBMITTER_CHECK_BALANCE" help:"Read the account balance before each create and defer batches it cannot cover."`
@@ -76,6 +77,8 @@ type runCmd struct {
 	accounts []accountSpec
 	keys     calypso.WebhookKeys
 	maxFee   map[string]calypso.Amount
+	// currencies are the defaults with --batcher-max-amount applied.
+	currencies map[string]calypso.CurrencyRule
 }
 
 func (r *runCmd) has(c string) bool { return slices.Contains(r.Components, c) }
@@ -98,6 +101,21 @@ func (r *runCmd) validate(p *problems) {
 	r.validateWebhookKeys(p)
 
 	r.validateRanges(p)
+	r.currencies = calypso.DefaultCurrencies()
+	for _, ma := range r.MaxAmount {
+		cur, amt, ok := strings.Cut(ma, "=")
+		rule, known := r.currencies[cur]
+		a, err := calypso.ParseAmount(amt)
+		switch {
+		case !ok || err != nil || a.Sign() <= 0:
+			p.add("--batcher-max-amount (PAYOUTD_BATCHER_MAX_AMOUNT)", "%q is not CURRENCY=AMOUNT with a positive decimal amount", ma)
+		case !known:
+			p.add("--batcher-max-amount (PAYOUTD_BATCHER_MAX_AMOUNT)", "currency %q is not one payoutd knows", cur)
+		default:
+			rule.Max = a
+			r.currencies[cur] = rule
+		}
+	}
 	r.maxFee = map[string]calypso.Amount{}
 	for _, mf := range r.MaxFee {
 		cur, amt, ok := strings.Cut(mf, "=")
@@ -286,7 +304,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
 			MaxRecordBytes: r.MaxRecordBytes, DedupHorizon: r.DedupHorizon, Accounts: batcherAccounts,
-			ExecutionHorizon: r.ExecutionHorizon, RebuildWait: r.RebuildWait,
+			ExecutionHorizon: r.ExecutionHorizon, RebuildWait: r.RebuildWait, Currencies: r.currencies,
 		},
 		submitter: pipeline.SubmitterConfig{
 			Group: r.SubmitterGroup, TransactionalID: submitterTxnID, InstanceID: submitterInstance,
