@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -169,6 +170,15 @@ func FuzzRequestPath(f *testing.F) {
 		r := requestRecord(value, 7)
 		r.Headers = []kgo.RecordHeader{{Key: HeaderDLQReason, Value: []byte("duplicate")}, {Key: events.HeaderType, Value: []byte("x")}}
 		in, rej := rules.check(r, hostileNow)
+		// The scan calls a key duplicate only when encoding/json sees one
+		// key twice in an object, and such a request is always refused.
+		dup := json.Valid(value) && duplicateKey(value)
+		if rej != nil && rej.Reason == ReasonDuplicateKey && !dup {
+			t.Fatalf("scan found a duplicate key encoding/json does not see: %v\n%q", rej, value)
+		}
+		if dup && rej == nil {
+			t.Fatalf("a request with a duplicate key was accepted\n%q", value)
+		}
 		if rej != nil {
 			if rej.Reason == ReasonUnprocessable {
 				t.Fatalf("validation panicked: %s\n%q", rej.Err, value)
@@ -223,4 +233,61 @@ func FuzzRequestPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// duplicateKey reports whether value is JSON with a key twice in one
+// object, by encoding/json's tokens (keys decoded, escapes and all).
+func duplicateKey(value []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{keys: map[string]bool{}, object: true, key: true})
+				continue
+			case '[':
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return false
+				}
+				continue
+			}
+		case string:
+			if top != nil && top.object && top.key {
+				if top.keys[v] {
+					return true
+				}
+				top.keys[v] = true
+				top.key = false
+				continue
+			}
+		}
+		if top != nil && top.object {
+			top.key = true
+		}
+	}
 }

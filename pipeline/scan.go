@@ -35,7 +35,14 @@ func scanRequest(b []byte) *Rejection {
 	s := scanner{b: b}
 	s.space()
 	s.value(0)
-	return s.rej
+	s.space()
+	switch {
+	case s.rej != nil:
+		return s.rej
+	case s.bad || s.i != len(b):
+		return nil // not JSON: the decoder names the error
+	}
+	return s.dup // a duplicate key counts only in a JSON document
 }
 
 // maxDepth bounds nesting: a request is two levels deep.
@@ -47,9 +54,10 @@ const maxDepth = 64
 type scanner struct {
 	b    []byte
 	i    int
-	rej  *Rejection
-	bad  bool     // not JSON: the decoder will say why
-	path [][]byte // keys (or array indexes) down to the current value
+	rej  *Rejection // refused at once: nothing else may see these bytes
+	dup  *Rejection // the first duplicate key, if the rest is JSON
+	bad  bool       // not JSON: the decoder will say why
+	path [][]byte   // keys (or array indexes) down to the current value
 }
 
 func (s *scanner) stop() bool { return s.rej != nil || s.bad }
@@ -112,6 +120,10 @@ func (s *scanner) value(depth int) {
 		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
 			s.i++
 		}
+		if !validNumber(s.b[start:s.i]) {
+			s.bad = true
+			return
+		}
 		if err := money.CheckNumberText(s.b[start:s.i]); err != nil {
 			reason := ReasonSchema
 			field := s.pointer()
@@ -120,10 +132,14 @@ func (s *scanner) value(depth int) {
 			}
 			s.rej = &Rejection{reason, fieldName(field) + ": " + err.Error()}
 		}
-	default: // true, false, null, or not JSON
-		for s.i < len(s.b) && s.b[s.i] >= 'a' && s.b[s.i] <= 'z' {
-			s.i++
+	default:
+		for _, lit := range [...]string{"true", "false", "null"} {
+			if bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+				s.i += len(lit)
+				return
+			}
 		}
+		s.bad = true // not JSON: the decoder will say why
 	}
 }
 
@@ -183,10 +199,9 @@ func (s *scanner) object(depth int) {
 				set[string(key)] = true
 			}
 		}
-		if dup {
-			s.rej = &Rejection{ReasonDuplicateKey, fmt.Sprintf("%s: key %q appears twice; which one counts is ambiguous, so neither is paid",
+		if dup && s.dup == nil {
+			s.dup = &Rejection{ReasonDuplicateKey, fmt.Sprintf("%s: key %q appears twice; which one counts is ambiguous, so neither is paid",
 				fieldName(s.pointer()), money.Truncate(string(key), 64))}
-			return
 		}
 		s.space()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
@@ -230,10 +245,51 @@ func (s *scanner) str() ([]byte, bool) {
 			}
 			return []byte(out), true
 		}
+		if s.b[s.i] < 0x20 {
+			break // a raw control character: not JSON
+		}
 		s.i++
 	}
 	s.bad = true
 	return nil, false
+}
+
+// validNumber is JSON's number grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func validNumber(b []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i < len(b) && b[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
 }
 
 func isNumberByte(c byte) bool {
