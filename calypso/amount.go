@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/payoutd/payoutd/money"
 )
 
 // Amount is an exact decimal amount of money.
@@ -22,24 +24,14 @@ type Amount struct {
 // NewAmount wraps d.
 func NewAmount(d decimal.Decimal) Amount { return Amount{d: d} }
 
-// Bounds on amount text: far beyond any real amount, but they stop an input
-// like 1e999999999 from expanding into a billion digits when printed.
-const (
-	maxAmountText     = 100
-	maxAmountExponent = 64
-)
-
-// ParseAmount parses decimal text such as "12.5" or "1e-18".
+// ParseAmount parses decimal text such as "12.5" or "1e-18", within the
+// bounds of package money, the ones our events apply too: an input like
+// 1e999999999 never expands into a billion digits when printed. Its errors
+// wrap money.ErrNotDecimal or money.ErrOutOfBounds.
 func ParseAmount(s string) (Amount, error) {
-	if len(s) > maxAmountText {
-		return Amount{}, fmt.Errorf("calypso: amount too long (%d characters)", len(s))
-	}
-	d, err := decimal.NewFromString(s)
+	d, err := money.Parse(s)
 	if err != nil {
-		return Amount{}, fmt.Errorf("calypso: invalid amount %q", truncate(s, 64))
-	}
-	if e := d.Exponent(); e > maxAmountExponent || e < -maxAmountExponent {
-		return Amount{}, fmt.Errorf("calypso: amount %q out of range", truncate(s, 64))
+		return Amount{}, fmt.Errorf("calypso: invalid amount: %w", err)
 	}
 	return Amount{d: d}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/url"
 	"time"
+
+	"github.com/payoutd/payoutd/money"
 )
 
 // ProductionBaseURL is Calypso's production API. It is never a default: a
@@ -74,7 +76,13 @@ type CurrencyRule struct {
 	Decimals int32
 	// MaxItems is the most recipients in one mass payout (0 = 100).
 	MaxItems int
+	// Max, when positive, is the largest amount of one payment; zero means
+	// none beyond package money's global bounds.
+	Max Amount
 }
+
+// AmountRule is the rule package money checks amounts of this currency by.
+func (r CurrencyRule) AmountRule() money.Rule { return money.Rule{Decimals: r.Decimals, Max: r.Max.d} }
 
 // DefaultCurrencies returns the rules from the API notes: 100 recipients per
 // mass payout, 1000 for ETH and ERC-20 tokens (plain USDT is ERC-20); decimals

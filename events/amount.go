@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/payoutd/payoutd/money"
 )
 
 // Amount is an exact decimal amount of a currency.
@@ -16,11 +18,13 @@ import (
 // is 0.
 type Amount struct{ d decimal.Decimal }
 
-// ParseAmount reads a plain decimal such as "12.5", "-3" or "1e-8".
+// ParseAmount reads a plain decimal such as "12.5", "-3" or "1e-8", within
+// the bounds of package money (the ones package calypso applies too). Its
+// errors wrap money.ErrNotDecimal or money.ErrOutOfBounds.
 func ParseAmount(s string) (Amount, error) {
-	d, err := decimal.NewFromString(s)
+	d, err := money.Parse(s)
 	if err != nil {
-		return Amount{}, fmt.Errorf("amount %q is not a decimal number", s)
+		return Amount{}, fmt.Errorf("amount %q: %w", money.Truncate(s, 64), err)
 	}
 	return Amount{d}, nil
 }

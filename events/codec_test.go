@@ -175,3 +175,25 @@ func TestAlertIDsTellSubjectsApart(t *testing.T) {
 		t.Fatalf("alert ids: %s %s %s", a.ID(), b.ID(), again.ID())
 	}
 }
+
+// Issue 11, scenario 14: an intent id paid again after the dedup horizon is
+// a new payment; a ledger that drops repeats by ce_id must not drop its
+// outcome. The same outcome redelivered keeps its id.
+func TestIntentOutcomeIDsNameTheBatch(t *testing.T) {
+	at := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	first := events.IntentOutcome{IntentID: "i-1", BatchID: "b-1", PayoutID: "p-1", Account: "a", Currency: "BTC",
+		Amount: events.MustAmount("1"), Address: "bc1", PayoutState: "COMPLETED", ResolvedAt: at}
+	again := first
+	again.BatchID, again.PayoutID, again.ResolvedAt = "b-2", "p-2", at.AddDate(0, 1, 0)
+	redelivered := first
+	redelivered.ResolvedAt = at.Add(time.Hour)
+	if (events.IntentSettled{IntentOutcome: first}).ID() == (events.IntentSettled{IntentOutcome: again}).ID() {
+		t.Error("IntentSettled of two payments of one intent id share a ce_id")
+	}
+	if (events.IntentFailed{IntentOutcome: first}).ID() == (events.IntentFailed{IntentOutcome: again}).ID() {
+		t.Error("IntentFailed of two payments of one intent id share a ce_id")
+	}
+	if (events.IntentSettled{IntentOutcome: first}).ID() != (events.IntentSettled{IntentOutcome: redelivered}).ID() {
+		t.Error("a redelivered IntentSettled changed its ce_id")
+	}
+}

@@ -67,6 +67,12 @@ const day = 24 * time.Hour
 // DefaultDedupHorizon is how long the batcher remembers an intent id.
 const DefaultDedupHorizon = 7 * day
 
+// MaxMessageBytes is the largest record batch payoutd writes: the
+// max.message.bytes of the topics it creates and the limit of its
+// producers (kgo.ProducerBatchMaxBytes), kept in step so that a record
+// planned to fit one fits the other.
+const MaxMessageBytes = 1 << 20
+
 // TopicSpec is a topic's contract: what it is keyed by, what it holds, and
 // the broker settings it needs.
 type TopicSpec struct {
@@ -85,8 +91,9 @@ func (s TopicSpec) Configs() map[string]string {
 		ms = s.Retention.Milliseconds()
 	}
 	return map[string]string{
-		"cleanup.policy": s.Cleanup,
-		"retention.ms":   strconv.FormatInt(ms, 10),
+		"cleanup.policy":    s.Cleanup,
+		"retention.ms":      strconv.FormatInt(ms, 10),
+		"max.message.bytes": strconv.Itoa(MaxMessageBytes),
 	}
 }
 
@@ -98,7 +105,7 @@ func (t Topics) Catalog(dedupHorizon time.Duration) []TopicSpec {
 		dedupHorizon = DefaultDedupHorizon
 	}
 	return []TopicSpec{
-		{t.Requests, "intent id", "PayoutRequested v1", "delete", 7 * day, "the input"},
+		{t.Requests, "intent id", "PayoutRequested v1", "delete", min(7*day, dedupHorizon), "the input"},
 		{t.DLQ, "original key", "original bytes, reason in headers", "delete", 90 * day, "nothing invalid is dropped silently"},
 		{t.Batches, "batch id", "BatchPlanned v1", "delete", 730 * day, "write-ahead log of what will be paid; audit"},
 		{t.Intents, "intent id", "IntentState v1", "compact,delete", dedupHorizon, "dedup index and each intent's latest state"},
@@ -223,6 +230,10 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 	if err != nil {
 		return rep, err
 	}
+	if dedupHorizon <= 0 {
+		dedupHorizon = DefaultDedupHorizon
+	}
+	requestsRetentionWithinHorizon(&rep, t.Requests, dedupHorizon)
 	pairs := [][2]string{{t.Requests, t.Intents}, {t.Batches, t.BatchStates}, {t.Outcomes, t.TrackerState}}
 	// A topic that existed meanwhile (created concurrently) has no count yet.
 	var unknown []string
@@ -251,6 +262,24 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 		}
 	}
 	return rep, nil
+}
+
+// requestsRetentionWithinHorizon words the requests topic's retention drift
+// by what matters: the dedup horizon is part of the upstream contract and
+// must be at least the requests topic's retention, or a duplicate read
+// after the horizon (from a reset offset, a replay) is paid again. A
+// retention within the horizon is drift only in the catalog's sense.
+func requestsRetentionWithinHorizon(rep *TopicReport, requests string, horizon time.Duration) {
+	for i, d := range rep.Drift {
+		if d.Topic != requests || d.Setting != "retention.ms" {
+			continue
+		}
+		got, err := strconv.ParseInt(d.Got, 10, 64)
+		if err != nil || got < 0 || got > horizon.Milliseconds() {
+			rep.Drift[i].Want = fmt.Sprintf("%s, at most the dedup horizon (%d ms): a duplicate older than the horizon is paid again",
+				d.Want, horizon.Milliseconds())
+		}
+	}
 }
 
 // fresh makes kadm's metadata calls skip kgo's metadata cache, which would

@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,4 +98,55 @@ func TestEnsureTopicsReportsIntentsNotCoPartitioned(t *testing.T) {
 	if !found {
 		t.Fatalf("partition mismatch of requests and intents not reported: %v", rep.Drift)
 	}
+}
+
+// Issue 11, scenario 14: the dedup horizon is part of the upstream
+// contract; a requests topic that keeps records longer than it is drift,
+// and says why.
+func TestEnsureTopicsReportsRequestsRetentionBeyondTheHorizon(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := kafkatest.Topics(t)
+	deleteTopics(t, adm, topics)
+
+	// Created with the default horizon: requests keep 7 days.
+	if _, err := topics.Ensure(ctx, adm, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	// A broker publishes new topics asynchronously: wait until each is described.
+	for _, name := range []string{topics.Requests, topics.DLQ, topics.Batches, topics.Intents, topics.Outcomes,
+		topics.WebhooksRaw, topics.BatchStates, topics.TrackerState} {
+		cluster.WaitTopicConfig(t, name, "max.message.bytes", strconv.Itoa(events.MaxMessageBytes))
+	}
+	// Then the horizon is shortened to 3 days.
+	rep, err := topics.Ensure(ctx, adm, 3*24*time.Hour, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, d := range rep.Drift {
+		if d.Topic == topics.Requests && d.Setting == "retention.ms" && d.Got == "604800000" && strings.Contains(d.Want, "dedup horizon") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("requests retention beyond the horizon not reported: %v", rep.Drift)
+	}
+	// A fresh set created with a short horizon keeps requests no longer.
+	short := kafkatest.Topics(t)
+	deleteTopics(t, adm, short)
+	rep, err = short.Ensure(ctx, adm, 24*time.Hour, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range rep.Drift {
+		if d.Topic == short.Requests {
+			t.Fatalf("drift on a requests topic just created: %v", d)
+		}
+	}
+	// Created with one day's retention (the wait fails the test otherwise).
+	cluster.WaitTopicConfig(t, short.Requests, "retention.ms", "86400000")
 }

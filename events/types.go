@@ -351,12 +351,18 @@ type IntentOutcome struct {
 }
 
 // IntentSettled says the intent's money reached its address.
+//
+// Its ce_id, like IntentFailed's, derives from the batch as well as the
+// intent: an intent id paid again after the dedup horizon (a genuinely new
+// payment, as the upstream contract allows) is a new event to a ledger
+// that drops repeats by ce_id, while a redelivery of the same outcome keeps
+// its id.
 type IntentSettled struct {
 	IntentOutcome
 }
 
 func (e IntentSettled) Type() Type      { return TypeIntentSettled }
-func (e IntentSettled) ID() string      { return deriveID(e.Type(), e.IntentID) }
+func (e IntentSettled) ID() string      { return deriveID(e.Type(), e.BatchID, e.IntentID) }
 func (e IntentSettled) Key() string     { return e.IntentID }
 func (e IntentSettled) Time() time.Time { return e.ResolvedAt }
 
@@ -368,7 +374,7 @@ type IntentFailed struct {
 }
 
 func (e IntentFailed) Type() Type      { return TypeIntentFailed }
-func (e IntentFailed) ID() string      { return deriveID(e.Type(), e.IntentID) }
+func (e IntentFailed) ID() string      { return deriveID(e.Type(), e.BatchID, e.IntentID) }
 func (e IntentFailed) Key() string     { return e.IntentID }
 func (e IntentFailed) Time() time.Time { return e.ResolvedAt }
 

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"crypto/sha256"
+	"math"
 	"time"
 )
 
@@ -16,45 +17,98 @@ func keyOf(intentID string) intentKey {
 	return intentKey(sum[:16])
 }
 
-// dedupIndex remembers which intent ids were batched, and when, for a horizon.
+// dedupIndex remembers which intent ids were batched, and when, for a
+// horizon, per partition: an instance holds only the partitions it owns
+// (an intent's requests and states share a partition number, since both
+// topics are keyed by intent id with Kafka's default partitioner and have
+// as many partitions), so memory per instance falls as instances are added.
 // It is rebuilt from the compacted intents topic and is not safe for
 // concurrent use: the batcher's loop owns it.
 type dedupIndex struct {
 	horizon time.Duration
-	seen    map[intentKey]uint32 // unix seconds of the intent's latest state
-	// next is the offset to read next in each intents partition.
-	next map[int32]int64
+	parts   map[int32]*partitionIndex
+}
+
+type partitionIndex struct {
+	seen map[intentKey]uint32 // unix seconds of the intent's latest state
+	// next is the offset to read next in the intents partition.
+	next int64
 }
 
 func newDedupIndex(horizon time.Duration) *dedupIndex {
-	return &dedupIndex{horizon: horizon, seen: make(map[intentKey]uint32), next: make(map[int32]int64)}
+	return &dedupIndex{horizon: horizon, parts: make(map[int32]*partitionIndex)}
 }
 
-func (d *dedupIndex) add(intentID string, at time.Time) { d.addKey(keyOf(intentID), at) }
+func (d *dedupIndex) part(p int32) *partitionIndex {
+	pi := d.parts[p]
+	if pi == nil {
+		pi = &partitionIndex{seen: make(map[intentKey]uint32)}
+		d.parts[p] = pi
+	}
+	return pi
+}
 
-func (d *dedupIndex) addKey(k intentKey, at time.Time) {
-	s := uint32(at.Unix())
-	if s > d.seen[k] {
-		d.seen[k] = s
+func (d *dedupIndex) add(p int32, intentID string, at time.Time) { d.addKey(p, keyOf(intentID), at) }
+
+func (d *dedupIndex) addKey(p int32, k intentKey, at time.Time) {
+	s := unixSeconds(at)
+	pi := d.part(p)
+	if s > pi.seen[k] {
+		pi.seen[k] = s
 	}
 }
 
-func (d *dedupIndex) remove(intentID string) { delete(d.seen, keyOf(intentID)) }
+func (d *dedupIndex) remove(p int32, intentID string) {
+	if pi := d.parts[p]; pi != nil {
+		delete(pi.seen, keyOf(intentID))
+	}
+}
+
+// drop forgets partition p: it was revoked, and whoever owns it next
+// rebuilds it from the intents topic.
+func (d *dedupIndex) drop(p int32) { delete(d.parts, p) }
 
 // has reports whether intentID was batched within the horizon before now.
-func (d *dedupIndex) has(intentID string, now time.Time) bool {
-	s, ok := d.seen[keyOf(intentID)]
-	return ok && now.Sub(time.Unix(int64(s), 0)) <= d.horizon
+func (d *dedupIndex) has(p int32, intentID string, now time.Time) bool {
+	pi := d.parts[p]
+	if pi == nil {
+		return false
+	}
+	s, ok := pi.seen[keyOf(intentID)]
+	return ok && s >= d.cutoff(now)
+}
+
+// cutoff is the oldest second still within the horizon, computed without
+// wrapping: a horizon reaching before 1970 keeps everything.
+func (d *dedupIndex) cutoff(now time.Time) uint32 {
+	c := now.Unix() - int64(d.horizon/time.Second)
+	if c < 0 {
+		return 0
+	}
+	return uint32(min(c, math.MaxUint32))
 }
 
 // prune forgets the ids older than the horizon.
 func (d *dedupIndex) prune(now time.Time) {
-	oldest := uint32(now.Add(-d.horizon).Unix())
-	for k, s := range d.seen {
-		if s < oldest {
-			delete(d.seen, k)
+	oldest := d.cutoff(now)
+	for _, pi := range d.parts {
+		for k, s := range pi.seen {
+			if s < oldest {
+				delete(pi.seen, k)
+			}
 		}
 	}
 }
 
-func (d *dedupIndex) len() int { return len(d.seen) }
+func (d *dedupIndex) len() int {
+	n := 0
+	for _, pi := range d.parts {
+		n += len(pi.seen)
+	}
+	return n
+}
+
+// unixSeconds is t in unix seconds, held within uint32 (1970 to 2106).
+func unixSeconds(t time.Time) uint32 {
+	return uint32(max(0, min(t.Unix(), math.MaxUint32)))
+}

@@ -34,3 +34,21 @@ func once(p crashPoint) crashHook {
 // SetClient replaces an account's Calypso client while the submitter runs,
 // as an operator fixing its credentials would.
 func (s *Submitter) SetClient(account string, c *calypso.Client) { s.accounts.set(account, c) }
+
+// HostileInput is one input of the hostile corpus and its DLQ reason.
+type HostileInput struct {
+	Name, Value string
+	Reason      Reason
+}
+
+// HostileCorpus returns the hostile corpus (request_fuzz_test.go).
+func HostileCorpus() []HostileInput {
+	out := make([]HostileInput, len(hostile))
+	for i, h := range hostile {
+		out[i] = HostileInput{h.name, h.value, h.reason}
+	}
+	return out
+}
+
+// HostileNow is the clock the hostile corpus is judged by.
+var HostileNow = hostileNow

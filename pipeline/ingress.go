@@ -457,15 +457,6 @@ func orDefault(ss ...string) string {
 	return ""
 }
 
-// recordSize is a record's size as a broker measures it, near enough.
-func recordSize(r *kgo.Record) int {
-	n := len(r.Key) + len(r.Value) + 128
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value) + 8
-	}
-	return n
-}
-
 func (in *Ingress) count(status int) {
 	switch status {
 	case http.StatusOK:

@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/money"
 	"github.com/payoutd/payoutd/schemas"
 )
 
@@ -18,16 +20,32 @@ type intentRules struct {
 	currencies     map[string]calypso.CurrencyRule
 	accounts       map[string]bool // empty: any account
 	maxRecordBytes int
+	// executionHorizon is how far ahead an executionDate may be.
+	executionHorizon time.Duration
 }
 
 var requestSchema = events.SchemaName(events.TypePayoutRequested)
 
-// check validates r as a PayoutRequested: size, schema, key, currency,
-// decimals, account. Duplicates are the window's business, not this one's.
-func (v *intentRules) check(r *kgo.Record) (events.PayoutRequested, *Rejection) {
-	var in events.PayoutRequested
+// check validates r as a PayoutRequested: size, raw bytes, schema, key,
+// text, currency, amount, execution date, account. Duplicates and
+// partitions are the batcher's business, not this one's.
+//
+// check is the validation boundary: a panic in it or in a library it calls
+// becomes a rejection of this one record (reason unprocessable), never the
+// end of the process. A record that kills the process is never committed,
+// so every restart would die on it again.
+func (v *intentRules) check(r *kgo.Record, now time.Time) (in events.PayoutRequested, rej *Rejection) {
+	defer func() {
+		if p := recover(); p != nil {
+			in, rej = events.PayoutRequested{}, &Rejection{ReasonUnprocessable,
+				money.Truncate(fmt.Sprintf("validating the request panicked: %v", p), 512)}
+		}
+	}()
 	if size := len(r.Key) + len(r.Value); size > v.maxRecordBytes {
 		return in, &Rejection{ReasonOversized, fmt.Sprintf("record is %d bytes, the limit is %d", size, v.maxRecordBytes)}
+	}
+	if rej := scanRequest(r.Value); rej != nil {
+		return in, rej
 	}
 	in, plain := fastRequest(r.Value)
 	if !plain {
@@ -39,13 +57,25 @@ func (v *intentRules) check(r *kgo.Record) (events.PayoutRequested, *Rejection) 
 			return in, &Rejection{ReasonSchema, err.Error()}
 		}
 		if err := json.Unmarshal(r.Value, &in); err != nil {
+			if errors.Is(err, money.ErrOutOfBounds) {
+				return in, &Rejection{ReasonAmount, err.Error()}
+			}
 			return in, &Rejection{ReasonSchema, err.Error()}
 		}
 	}
 	if string(r.Key) != in.IntentID {
 		// Dedup needs every record of an intent in one partition, which the
 		// intent id as key guarantees.
-		return in, &Rejection{ReasonKeyMismatch, fmt.Sprintf("record key %q is not the intent id %q", r.Key, in.IntentID)}
+		return in, &Rejection{ReasonKeyMismatch, fmt.Sprintf("record key %q is not the intent id %q",
+			money.Truncate(string(r.Key), 256), in.IntentID)}
+	}
+	for _, f := range [...]struct{ name, value string }{{"intentId", in.IntentID}, {"account", in.Account}, {"address", in.Address}} {
+		if rej := checkIdentifier(f.name, f.value); rej != nil {
+			return in, rej
+		}
+	}
+	if rej := checkComment("comment", in.Comment); rej != nil {
+		return in, rej
 	}
 	rule, ok := v.currencies[in.Currency]
 	if !ok {
@@ -54,11 +84,36 @@ func (v *intentRules) check(r *kgo.Record) (events.PayoutRequested, *Rejection) 
 	if !in.Amount.IsPositive() {
 		return in, &Rejection{ReasonSchema, fmt.Sprintf("/amount: %s is not positive", in.Amount)}
 	}
-	if !in.Amount.FitsDecimals(rule.Decimals) {
-		return in, &Rejection{ReasonPrecision, fmt.Sprintf("amount %s has more than the %d decimals of %s", in.Amount, rule.Decimals, in.Currency)}
+	if err := rule.AmountRule().Check(in.Amount.Decimal()); err != nil {
+		if errors.Is(err, money.ErrPrecision) {
+			return in, &Rejection{ReasonPrecision, fmt.Sprintf("amount %s has more than the %d decimals of %s", in.Amount, rule.Decimals, in.Currency)}
+		}
+		return in, &Rejection{ReasonAmount, fmt.Sprintf("amount of %s: %v", in.Currency, err)}
+	}
+	if d := in.ExecutionDate; d != nil {
+		if latest := addSaturating(now, v.executionHorizon); d.After(latest) {
+			return in, &Rejection{ReasonExecutionDate, fmt.Sprintf("executionDate %s is more than %s ahead (after %s): beyond the execution horizon",
+				d.UTC().Format(time.RFC3339), v.executionHorizon, latest.UTC().Format(time.RFC3339))}
+		}
+		if d.Year() < 1970 {
+			return in, &Rejection{ReasonExecutionDate, fmt.Sprintf("executionDate %s is before 1970", d.UTC().Format(time.RFC3339))}
+		}
 	}
 	if len(v.accounts) > 0 && !v.accounts[in.Account] {
 		return in, &Rejection{ReasonUnknownAccount, fmt.Sprintf("account %q is not configured", in.Account)}
 	}
 	return in, nil
+}
+
+// addSaturating is t+d, held at the far ends of time instead of wrapping.
+func addSaturating(t time.Time, d time.Duration) time.Time {
+	const maxYear = 9999
+	if d > 0 && t.Year() >= maxYear {
+		return t
+	}
+	u := t.Add(d)
+	if (d > 0 && u.Before(t)) || (d < 0 && u.After(t)) {
+		return t
+	}
+	return u
 }

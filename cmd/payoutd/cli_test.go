@@ -62,6 +62,17 @@ func TestConfigErrorsNameEverySetting(t *testing.T) {
 		want: []string{"--submitter-in-flight (PAYOUTD_SUBMITTER_IN_FLIGHT)", "PAYOUTD_SUBMITTER_LOOKUP_GRACE", "PAYOUTD_SUBMITTER_RETRY_ATTEMPTS",
 			"--submitter-retry-max-elapsed", "--calypso-rate-limit", "--submitter-max-pending"},
 	}, {
+		// Issue 11, scenario 13: a 100-year dedup horizon wrapped the cut-off.
+		name: "settings out of their range",
+		args: []string{"run", "--components=batcher", "--dedup-horizon=876000h", "--batcher-execution-horizon=100000h",
+			"--batcher-max-records=0", "--batcher-max-record-bytes=2000000", "--batcher-max-wait=1ns", "--calypso-rate-limit=0",
+			"--tracker-workers=100000", "--calypso-max-attempts=1000", "--batcher-rebuild-wait=0s",
+			"--batcher-max-amount=BTC=-1", "--batcher-max-amount=DOGECOIN=5"},
+		want: []string{"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", "--batcher-execution-horizon", "--batcher-max-records",
+			"--batcher-max-record-bytes", "--batcher-max-wait", "--calypso-rate-limit", "--tracker-workers", "--calypso-max-attempts",
+			"--batcher-rebuild-wait", "must be between 1h0m0s and 43800h0m0s, got 876000h0m0s",
+			`"BTC=-1" is not CURRENCY=AMOUNT`, `currency "DOGECOIN" is not one payoutd knows`},
+	}, {
 		name: "replay times",
 		args: []string{"replay", "--from=yesterday", "--out-topic=payouts.outcomes"},
 		want: []string{"--from", "--out-topic"},

@@ -72,7 +72,10 @@ func (m *metrics) batcher(b *pipeline.Batcher) {
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("batcher", "commit"), &s.Commits)
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("batcher", "abort"), &s.Aborts)
 	m.gauge("batcher_window_records", "Records in the batcher's open window.", nil, &s.Buffered)
-	m.gauge("batcher_dedup_index_size", "Intent ids in the batcher's dedup index.", nil, &s.IndexSize)
+	m.gauge("batcher_dedup_index_size", "Intent ids in the batcher's dedup index (its owned partitions only).", nil, &s.IndexSize)
+	m.gauge("batcher_ready", "1 while the batcher makes progress; 0 while it starts, rebuilds its dedup index, keeps failing its session or cannot commit with records waiting (/readyz says why).", nil, &s.Ready)
+	m.gauge("batcher_windows_aborted_in_a_row", "Windows aborted since the batcher's last commit.", nil, &s.AbortsInARow)
+	m.gauge("batcher_owned_partitions", "Requests partitions this batcher instance owns.", nil, &s.OwnedPartitions)
 }
 
 func (m *metrics) submitter(sub *pipeline.Submitter) {

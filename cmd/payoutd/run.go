@@ -56,7 +56,10 @@ type runCmd struct {
 	BatcherMaxRecords int           `name:"batcher-max-records" env:"PAYOUTD_BATCHER_MAX_RECORDS" default:"20000" help:"A window closes early at this many records."`
 	BatcherMaxBytes   int           `name:"batcher-max-bytes" env:"PAYOUTD_BATCHER_MAX_BYTES" default:"33554432" help:"A window closes early at this many bytes."`
 	MaxRecordBytes    int           `name:"batcher-max-record-bytes" env:"PAYOUTD_BATCHER_MAX_RECORD_BYTES" default:"65536" help:"Larger requests go to the DLQ."`
-	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention)."`
+	DedupHorizon      time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"How long an intent id is remembered for dedup (also the intents topic's retention); 1h to 5 years. Part of the upstream contract: longer than the requests topic's retention."`
+	ExecutionHorizon  time.Duration `name:"batcher-execution-horizon" env:"PAYOUTD_BATCHER_EXECUTION_HORIZON" default:"8760h" help:"How far ahead an executionDate may be (later ones go to the DLQ, reason execution_date); 1h to 10 years."`
+	RebuildWait       time.Duration `name:"batcher-rebuild-wait" env:"PAYOUTD_BATCHER_REBUILD_WAIT" default:"2m" help:"How long the dedup rebuild waits for open transactions on the intents topic before failing the session (it never proceeds without them); 1s to 1h."`
+	MaxAmount         []string      `name:"batcher-max-amount" env:"PAYOUTD_BATCHER_MAX_AMOUNT" placeholder:"CURRENCY=AMOUNT" help:"Largest amount of one payment in a currency; larger requests go to the DLQ (reason amount). Repeat per currency (default: no maximum beyond the global bounds)."`
 	BatcherAccounts   []string      `name:"batcher-accounts" env:"PAYOUTD_BATCHER_ACCOUNTS" help:"Accounts the batcher accepts (default: the ids of --calypso-account; none configured: any)."`
 
 	CheckBalance     bool          `name:"submitter-check-balance" env:"PAYOUTD_SUBMITTER_CHECK_BALANCE" help:"Read the account balance before each create and defer batches it cannot cover."`
@@ -92,6 +95,8 @@ type runCmd struct {
 	accounts      []accountSpec
 	keys          calypso.WebhookKeys
 	maxFee        map[string]calypso.Amount
+	// currencies are the defaults with --batcher-max-amount applied.
+	currencies map[string]calypso.CurrencyRule
 }
 
 func (r *runCmd) has(c string) bool { return slices.Contains(r.Components, c) }
@@ -113,37 +118,21 @@ func (r *runCmd) validate(p *problems) {
 	r.validateCalypso(p)
 	r.validateWebhookKeys(p)
 
-	for name, d := range map[string]time.Duration{
-		"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)":                     r.CalypsoTimeout,
-		"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)":                   r.BatcherMaxWait,
-		"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)":                         r.DedupHorizon,
-		"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)":         r.DeferDelay,
-		"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)": r.MaxDeferDelay,
-		"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)":         r.RetryDelay,
-		"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)":               r.TrackerPollAfter,
-		"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)":           r.TrackerCallTimeout,
-		"--tracker-max-poll-interval (PAYOUTD_TRACKER_MAX_POLL_INTERVAL)": r.TrackerMaxPoll,
-		"--tracker-match-wait (PAYOUTD_TRACKER_MATCH_WAIT)":               r.TrackerMatchWait,
-		"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)":             r.IngressAckTimeout,
-		"--ingress-dedup-window (PAYOUTD_INGRESS_DEDUP_WINDOW)":           r.IngressDedup,
-		"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)":                   r.ShutdownTimeout,
-	} {
-		positive(p, name, d)
-	}
+	r.validateRanges(p)
 	r.validateSubmitter(p)
-	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
-		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
-	}
-	for name, n := range map[string]int{
-		"--batcher-max-records (PAYOUTD_BATCHER_MAX_RECORDS)":           r.BatcherMaxRecords,
-		"--batcher-max-bytes (PAYOUTD_BATCHER_MAX_BYTES)":               r.BatcherMaxBytes,
-		"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)": r.MaxRecordBytes,
-		"--tracker-workers (PAYOUTD_TRACKER_WORKERS)":                   r.TrackerWorkers,
-		"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)":         r.CalypsoMaxAttempts,
-		"--ingress-max-concurrent (PAYOUTD_INGRESS_MAX_CONCURRENT)":     r.IngressMaxConc,
-	} {
-		if n <= 0 {
-			p.add(name, "must be a positive number, got %d", n)
+	r.currencies = calypso.DefaultCurrencies()
+	for _, ma := range r.MaxAmount {
+		cur, amt, ok := strings.Cut(ma, "=")
+		rule, known := r.currencies[cur]
+		a, err := calypso.ParseAmount(amt)
+		switch {
+		case !ok || err != nil || a.Sign() <= 0:
+			p.add("--batcher-max-amount (PAYOUTD_BATCHER_MAX_AMOUNT)", "%q is not CURRENCY=AMOUNT with a positive decimal amount", ma)
+		case !known:
+			p.add("--batcher-max-amount (PAYOUTD_BATCHER_MAX_AMOUNT)", "currency %q is not one payoutd knows", cur)
+		default:
+			rule.Max = a
+			r.currencies[cur] = rule
 		}
 	}
 	r.maxFee = map[string]calypso.Amount{}
@@ -185,9 +174,6 @@ func (r *runCmd) validateSubmitter(p *problems) {
 			p.add(name, "must be in %s..%s, got %s", v.lo, v.hi, v.d)
 		}
 	}
-	if r.CalypsoRateLimit == 0 || math.IsNaN(r.CalypsoRateLimit) || r.CalypsoRateLimit > 1000 {
-		p.add("--calypso-rate-limit (PAYOUTD_CALYPSO_RATE_LIMIT)", "must be in (0, 1000] requests/s, or negative for no limit, got %v", r.CalypsoRateLimit)
-	}
 }
 
 // accountLimiters is the process's one rate limiter per account, shared by
@@ -202,6 +188,62 @@ func (r *runCmd) accountLimiters() map[string]*rate.Limiter {
 		out[a.ID] = rate.NewLimiter(limit, 1)
 	}
 	return out
+}
+
+// validateRanges holds every numeric and duration setting to a sane range:
+// a value outside it is a mistake (100 years of dedup horizon wrapped the
+// cut-off and emptied the index on every restart), so start-up refuses it
+// and names the setting.
+func (r *runCmd) validateRanges(p *problems) {
+	const year = 365 * 24 * time.Hour
+	for _, d := range []struct {
+		name     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"--calypso-timeout (PAYOUTD_CALYPSO_TIMEOUT)", r.CalypsoTimeout, 100 * time.Millisecond, 10 * time.Minute},
+		{"--batcher-max-wait (PAYOUTD_BATCHER_MAX_WAIT)", r.BatcherMaxWait, 10 * time.Millisecond, 10 * time.Minute},
+		{"--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", r.DedupHorizon, time.Hour, 5 * year},
+		{"--batcher-execution-horizon (PAYOUTD_BATCHER_EXECUTION_HORIZON)", r.ExecutionHorizon, time.Hour, 10 * year},
+		{"--batcher-rebuild-wait (PAYOUTD_BATCHER_REBUILD_WAIT)", r.RebuildWait, time.Second, time.Hour},
+		{"--submitter-defer-delay (PAYOUTD_SUBMITTER_DEFER_DELAY)", r.DeferDelay, 100 * time.Millisecond, 24 * time.Hour},
+		{"--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", r.MaxDeferDelay, 100 * time.Millisecond, 7 * 24 * time.Hour},
+		{"--submitter-retry-delay (PAYOUTD_SUBMITTER_RETRY_DELAY)", r.RetryDelay, 10 * time.Millisecond, time.Hour},
+		{"--tracker-poll-after (PAYOUTD_TRACKER_POLL_AFTER)", r.TrackerPollAfter, 100 * time.Millisecond, 7 * 24 * time.Hour},
+		{"--tracker-call-timeout (PAYOUTD_TRACKER_CALL_TIMEOUT)", r.TrackerCallTimeout, 100 * time.Millisecond, 10 * time.Minute},
+		{"--tracker-max-poll-interval (PAYOUTD_TRACKER_MAX_POLL_INTERVAL)", r.TrackerMaxPoll, 100 * time.Millisecond, 7 * 24 * time.Hour},
+		{"--tracker-match-wait (PAYOUTD_TRACKER_MATCH_WAIT)", r.TrackerMatchWait, time.Second, 30 * 24 * time.Hour},
+		{"--ingress-dedup-window (PAYOUTD_INGRESS_DEDUP_WINDOW)", r.IngressDedup, time.Minute, 30 * 24 * time.Hour},
+		{"--ingress-ack-timeout (PAYOUTD_INGRESS_ACK_TIMEOUT)", r.IngressAckTimeout, 10 * time.Millisecond, 5 * time.Minute},
+		{"--shutdown-timeout (PAYOUTD_SHUTDOWN_TIMEOUT)", r.ShutdownTimeout, time.Second, time.Hour},
+	} {
+		if d.v < d.min || d.v > d.max {
+			p.add(d.name, "must be between %s and %s, got %s", d.min, d.max, d.v)
+		}
+	}
+	if r.MaxDeferDelay > 0 && r.DeferDelay > r.MaxDeferDelay {
+		p.add("--submitter-max-defer-delay (PAYOUTD_SUBMITTER_MAX_DEFER_DELAY)", "must not be below --submitter-defer-delay")
+	}
+	for _, n := range []struct {
+		name     string
+		v        int
+		min, max int
+	}{
+		{"--batcher-max-records (PAYOUTD_BATCHER_MAX_RECORDS)", r.BatcherMaxRecords, 1, 1_000_000},
+		{"--batcher-max-bytes (PAYOUTD_BATCHER_MAX_BYTES)", r.BatcherMaxBytes, 64 << 10, 1 << 30},
+		// A DLQ copy is the record plus headers, and must fit Kafka's record limit.
+		{"--batcher-max-record-bytes (PAYOUTD_BATCHER_MAX_RECORD_BYTES)", r.MaxRecordBytes, 1 << 10, events.MaxMessageBytes / 2},
+		{"--tracker-workers (PAYOUTD_TRACKER_WORKERS)", r.TrackerWorkers, 1, 1024},
+		{"--calypso-max-attempts (PAYOUTD_CALYPSO_MAX_ATTEMPTS)", r.CalypsoMaxAttempts, 1, 100},
+		{"--ingress-max-concurrent (PAYOUTD_INGRESS_MAX_CONCURRENT)", r.IngressMaxConc, 1, 100_000},
+	} {
+		if n.v < n.min || n.v > n.max {
+			p.add(n.name, "must be between %d and %d, got %d", n.min, n.max, n.v)
+		}
+	}
+	if rl := r.CalypsoRateLimit; math.IsNaN(rl) || rl == 0 || rl > 10_000 {
+		p.add("--calypso-rate-limit (PAYOUTD_CALYPSO_RATE_LIMIT)", "must be above 0 and at most 10000 requests per second, or negative for unlimited, got %v", rl)
+	}
 }
 
 func (r *runCmd) validateCalypso(p *problems) {
@@ -378,6 +420,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
 			MaxRecordBytes: r.MaxRecordBytes, DedupHorizon: r.DedupHorizon, Accounts: batcherAccounts,
+			ExecutionHorizon: r.ExecutionHorizon, RebuildWait: r.RebuildWait, Currencies: r.currencies,
 		},
 		submitter: pipeline.SubmitterConfig{
 			Group: r.SubmitterGroup, TransactionalID: submitterTxnID, InstanceID: submitterInstance,

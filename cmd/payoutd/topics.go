@@ -35,7 +35,9 @@ func (t *topicsCmd) validate(p *problems) {
 	if t.Replication == 0 || t.Replication < -1 {
 		p.add("--replication-factor (PAYOUTD_TOPIC_REPLICATION_FACTOR)", "must be -1 or positive, got %d", t.Replication)
 	}
-	positive(p, "--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", t.DedupHorizon)
+	if h := t.DedupHorizon; h < time.Hour || h > 5*365*24*time.Hour {
+		p.add("--dedup-horizon (PAYOUTD_DEDUP_HORIZON)", "must be between 1h0m0s and 43800h0m0s, got %s", h)
+	}
 	positive(p, "--timeout", t.Timeout)
 }
 
