@@ -329,6 +329,9 @@ func (s *Submitter) decode(r *kgo.Record) (planned, error) {
 type entry struct {
 	p     planned
 	state events.BatchState // what was known of the batch when consumed
+	// inherited says the batch was in the partition's backlog at assignment,
+	// so an earlier owner may have attempted it (see partitionLog.backlogEnd).
+	inherited bool
 	// dropped is set when the entry's partition was revoked: its lane skips
 	// it, and an outcome already found is not written by this instance.
 	dropped atomic.Bool
@@ -344,6 +347,11 @@ type partitionLog struct {
 	done      map[int64]bool
 	next      int64 // highest consumed offset + 1; -1 nothing consumed
 	committed int64 // last commit point written; -1 none
+	// backlogEnd is the partition's end when it was assigned. A batch below
+	// it was there before this owner: a previous owner (or session) may have
+	// sent its create and died before committing the outcome, and no state
+	// says so. Such a batch is in doubt from its first attempt here.
+	backlogEnd int64
 }
 
 func newPartitionLog() *partitionLog {
@@ -409,12 +417,14 @@ func (s *Submitter) session(ctx context.Context) error {
 		cbErr    error
 		assigned []int32
 		revoked  []int32
+		backlog  = map[int32]int64{} // partition → its end at assignment
 	)
-	onAssigned := func(actx context.Context, _ *kgo.Client, m map[string][]int32) {
+	onAssigned := func(actx context.Context, cl *kgo.Client, m map[string][]int32) {
 		ps := m[s.cfg.Topics.Batches]
 		if len(ps) == 0 {
 			return
 		}
+		ends, endErr := partitionEnds(actx, kadm.NewClient(cl), s.cfg.Topics.Batches, ps)
 		// Restore before the group fetches the partitions' offsets (kgo
 		// calls this first), so no batch is handled without its state.
 		quarantined, err := st.states.restore(actx, s.kafka, s.cfg.Topics.BatchStates, ps)
@@ -425,6 +435,12 @@ func (s *Submitter) session(ctx context.Context) error {
 		defer cbMu.Unlock()
 		if err != nil && cbErr == nil {
 			cbErr = fmt.Errorf("restoring batch states of partitions %v: %w", ps, err)
+		}
+		if endErr != nil && cbErr == nil {
+			cbErr = fmt.Errorf("reading the end of partitions %v: %w", ps, endErr)
+		}
+		for p, end := range ends {
+			backlog[p] = end
 		}
 		assigned = append(assigned, ps...)
 	}
@@ -473,11 +489,14 @@ func (s *Submitter) session(ctx context.Context) error {
 			return err
 		}
 		st.drop(gone)
+		cbMu.Lock()
 		for _, p := range newParts {
 			if st.parts[p] == nil {
 				st.parts[p] = newPartitionLog()
 			}
+			st.parts[p].backlogEnd = backlog[p]
 		}
+		cbMu.Unlock()
 		return nil
 	}
 	dispatch := func(e *entry) {
@@ -698,7 +717,7 @@ func (s *Submitter) consume(st *sessionState, r *kgo.Record) *entry {
 	if !p.undecidedSince.IsZero() {
 		s.watch.setUndecided(b.BatchID, p.undecidedSince)
 	}
-	e := &entry{p: p, state: state}
+	e := &entry{p: p, state: state, inherited: r.Offset < pl.backlogEnd}
 	pl.pending[r.Offset] = e
 	st.inflight[b.BatchID] = r.Offset
 	return e
@@ -982,4 +1001,22 @@ func (s *Submitter) setLane(account string, state LaneState, reason string) bool
 		s.cfg.Health.Forget(part)
 	}
 	return changed
+}
+
+// partitionEnds returns the high watermark of each of topic's partitions ps.
+func partitionEnds(ctx context.Context, adm *kadm.Client, topic string, ps []int32) (map[int32]int64, error) {
+	listed, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int32]int64, len(ps))
+	for _, p := range ps {
+		if o, ok := listed.Lookup(topic, p); ok {
+			out[p] = o.Offset
+		}
+	}
+	return out, nil
 }

@@ -169,11 +169,11 @@ func (l *lane) handle(ctx context.Context, e *entry) laneResult {
 	}
 	h.cl = cl
 
-	// A batch seen before (written back, or with a state) may have been
-	// created by an earlier attempt whose outcome or commit was lost:
-	// look it up before any guard, which would otherwise defer it forever
-	// for money it has already spent.
-	if e.p.attempt > 1 || e.state.State != "" {
+	// A batch seen before (written back, with a state, or inherited from
+	// the backlog of an earlier owner) may have been created by an attempt
+	// whose outcome or commit was lost: look it up before any guard, which
+	// would otherwise defer it forever for money it has already spent.
+	if e.p.attempt > 1 || e.state.State != "" || e.inherited {
 		if r, done := h.lookUpFirst(ctx); done {
 			return r
 		}
@@ -538,10 +538,13 @@ func (h *handling) resolve(ctx context.Context, refusal error, exists bool, need
 		return h.undecided(fmt.Sprintf("payout %s found by idempotency key but still %s with total %s", creating.ID, creating.State, creating.TotalWithdrawalAmount))
 	case exists:
 		return h.undecided(fmt.Sprintf("Calypso says the idempotency key exists (%v) but the look-up answers: %v", refusal, lastErr))
-	case refusal != nil && notFound && h.unknown && is016(refusal):
+	case refusal != nil && notFound && (h.unknown || h.e.inherited) && is016(refusal):
 		// 016 after an attempt that may have created the payout may mean
 		// "the key exists" (Calypso validates before it checks the key),
 		// and a look-up that lags says nothing: never fail what may be paid.
+		// A batch inherited from an earlier owner's backlog may have had
+		// such an attempt (sent, then a crash before its outcome was
+		// committed), with no state to say so.
 		return h.undecided(fmt.Sprintf("Calypso refused with %v after an attempt whose outcome is unknown, and look-ups by idempotency key have not found the payout yet", refusal))
 	case refusal != nil && notFound:
 		return h.refused(refusal, need)

@@ -743,3 +743,31 @@ func TestUndecidedBatchSurvivesARestart(t *testing.T) {
 	})
 	requirePaidOnce(t, w, []events.BatchPlanned{b}, 1)
 }
+
+// An owner that sent a create and died before committing its outcome leaves
+// no state behind. The batch is still in the partition's backlog when the
+// next owner is assigned it: a 016 there (here the overloaded "validation
+// failed", while look-ups lag past the grace) may mean the key exists, so
+// the batch is undecided, never rejected, and found once Calypso shows it.
+func TestBatchInheritedFromACrashedOwnerIsNeverRejectedOn016(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", func(c *sandbox.Config) {
+		c.Faults.LookupLag = 4000 * time.Second // × TimeScale 0.001: 4s of real time
+		c.Faults.ValidationAfterAmbiguous = 1
+	})
+	b := plannedBatch("acct", "TRX", batchItem("heir-1", "Ta", "1"), batchItem("heir-2", "Tb", "2"))
+	createDirectly(t, w, b) // the dead owner's create
+	e.plan(t, b)            // in the backlog before the next owner starts
+	outLog := e.follow(e.topics.Outcomes)
+	runComponent(t, newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
+		c.LookupGrace = time.Second
+		c.DeferDelay, c.MaxDeferDelay = 500*time.Millisecond, time.Second
+	}).Run)
+	recs := outLog.waitFor(t, 30*time.Second, "the batch found and submitted", func(r []*kgo.Record) bool {
+		_, ok := submittedOf(t, r, b.BatchID)
+		return ok
+	})
+	requireNeverFailed(t, recs)
+	requirePaidOnce(t, w, []events.BatchPlanned{b}, 2)
+}
