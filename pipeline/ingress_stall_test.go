@@ -205,10 +205,23 @@ func TestIngressSurvivesABrokerStall(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	waitReady(t, h, pipeline.PartIngressProducer, 30*time.Second)
-	for range 5 {
-		if code := send(); code != http.StatusOK {
-			t.Fatalf("after recovery: %d", code)
+	// A broker just continued may answer slowly for a moment (its sessions
+	// and fetches catch up), so a webhook may still meet a 503 that
+	// Calypso's retry covers; what must not happen is the old outage. The
+	// ingress is back once it takes five webhooks in a row.
+	var last []int
+	for inRow := 0; inRow < 5; {
+		if ctx.Err() != nil {
+			t.Fatalf("five webhooks in a row not accepted within 90s of the stall; last answers %v", last)
 		}
+		code := send()
+		last = append(last, code)
+		if code == http.StatusOK {
+			inRow++
+			continue
+		}
+		inRow = 0
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	got := raw.waitFor(t, time.Minute, "every accepted webhook archived", func(r []*kgo.Record) bool {
