@@ -150,3 +150,34 @@ func TestEnsureTopicsReportsRequestsRetentionBeyondTheHorizon(t *testing.T) {
 	// Created with one day's retention (the wait fails the test otherwise).
 	cluster.WaitTopicConfig(t, short.Requests, "retention.ms", "86400000")
 }
+
+// A check before start-up changes nothing: a missing topic is named, not
+// created, and the topics that exist are still checked for drift.
+func TestDescribeNamesMissingTopicsAndCreatesNothing(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := kafkatest.Topics(t)
+	deleteTopics(t, adm, topics)
+	if _, err := topics.Ensure(ctx, adm, 0, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	typo := topics
+	typo.Requests = topics.Requests + "-typo"
+	rep, err := typo.Describe(ctx, adm, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Missing, []string{typo.Requests}) || len(rep.Existed) != 7 || len(rep.Drift) != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	details, err := adm.ListTopics(ctx, typo.Requests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := details[typo.Requests]; ok && d.Err == nil {
+		t.Fatalf("Describe created %s", typo.Requests)
+	}
+}
