@@ -70,8 +70,17 @@ func (c *chaosCmd) run(ctx context.Context, out io.Writer) error {
 	for _, p := range rep.Problems {
 		fmt.Fprintln(out, "  violation:", p)
 	}
-	if !rep.OK() {
+	return chaosVerdict(rep)
+}
+
+// chaosVerdict fails a run that broke an invariant, and one that killed
+// nothing: it proved nothing about crashes, whatever its audit says.
+func chaosVerdict(rep chaos.Report) error {
+	switch {
+	case !rep.OK():
 		return &failure{code: exitFailed, msg: fmt.Sprintf("%d invariant violations", len(rep.Problems))}
+	case rep.Kills == 0:
+		return &failure{code: exitFailed, msg: "killed no process, so the run proves nothing about crashes: lower --kill-every or send more --intents"}
 	}
 	return nil
 }
