@@ -18,10 +18,10 @@ import (
 // bad (unless --skip-invalid): half a payroll is worse than none.
 type produceCmd struct {
 	File        string `arg:"" placeholder:"FILE" help:"CSV (header: intentId,account,currency,amount,address[,executionDate,comment]) or JSON-lines file; '-' reads stdin."`
-	Format      string `name:"format" default:"auto" help:"File format: auto (JSON lines if the first non-blank character is '{', else CSV), csv or jsonl."`
-	SkipInvalid bool   `name:"skip-invalid" help:"Send the valid rows even when some are bad (the bad ones are still reported)."`
-	DryRun      bool   `name:"dry-run" help:"Validate only; send nothing."`
-	Quiet       bool   `name:"quiet" help:"No progress line."`
+	Format      string `name:"format" env:"PAYOUTD_PRODUCE_FORMAT" default:"auto" help:"File format: auto (JSON lines if the first non-blank character is '{', else CSV), csv or jsonl."`
+	SkipInvalid bool   `name:"skip-invalid" env:"PAYOUTD_PRODUCE_SKIP_INVALID" help:"Send the valid rows even when some are bad (the bad ones are still reported)."`
+	DryRun      bool   `name:"dry-run" env:"PAYOUTD_PRODUCE_DRY_RUN" help:"Validate only; send nothing."`
+	Quiet       bool   `name:"quiet" env:"PAYOUTD_PRODUCE_QUIET" help:"No progress line."`
 	kafkaFlags  `embed:""`
 	topicFlags  `embed:""`
 	logFlags    `embed:""`
