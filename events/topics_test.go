@@ -166,9 +166,18 @@ func TestDescribeNamesMissingTopicsAndCreatesNothing(t *testing.T) {
 	}
 	typo := topics
 	typo.Requests = topics.Requests + "-typo"
-	rep, err := typo.Describe(ctx, adm, 0)
-	if err != nil {
-		t.Fatal(err)
+	// A broker publishes new topics asynchronously: wait until the seven
+	// created ones are listed.
+	var rep events.TopicReport
+	for {
+		var err error
+		if rep, err = typo.Describe(ctx, adm, 0); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Missing) <= 1 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if !slices.Equal(rep.Missing, []string{typo.Requests}) || len(rep.Existed) != 7 || len(rep.Drift) != 0 {
 		t.Fatalf("report: %+v", rep)

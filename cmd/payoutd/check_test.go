@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,24 @@ import (
 	"github.com/payoutd/payoutd/calypso/sandbox"
 	"github.com/payoutd/payoutd/internal/kafkatest"
 )
+
+// waitTopicsListed waits until the broker lists every topic of tt: a real
+// Kafka publishes new topics asynchronously.
+func waitTopicsListed(t *testing.T, c *kafkatest.Cluster, tt testTopics) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		rep, err := tt.Describe(ctx, c.Admin(t), 0)
+		if err == nil && len(rep.Missing) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("topics not listed within 30s: %v %v", rep.Missing, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
 func startTestSandbox(t *testing.T) string {
 	t.Helper()
@@ -29,6 +48,7 @@ func TestRunCheck(t *testing.T) {
 	cluster := kafkatest.Start(t)
 	tt := newTestTopics(t)
 	tt.ensure(t, cluster, 2)
+	waitTopicsListed(t, cluster, tt)
 	sandboxURL := startTestSandbox(t)
 	base := func(topics testTopics, brokers, secret string) []string {
 		return append([]string{"run", "--check", brokers, "--calypso-url=" + sandboxURL,
@@ -81,6 +101,7 @@ func TestRunNamesAMissingTopic(t *testing.T) {
 	cluster := kafkatest.Start(t)
 	tt := newTestTopics(t)
 	tt.ensure(t, cluster, 2)
+	waitTopicsListed(t, cluster, tt)
 	typo := tt
 	typo.WebhooksRaw += "-typo"
 	p := startPayoutd(t, nil, append([]string{"run", "--components=ingress", brokersFlag(cluster), "--webhook-key=wk=ws",
