@@ -132,6 +132,9 @@ func (d Drift) String() string {
 type TopicReport struct {
 	Created []string
 	Existed []string
+	// Missing are the topics that do not exist (DescribeTopics only:
+	// EnsureTopics creates them).
+	Missing []string
 	Drift   []Drift
 	// Partitions is each topic's partition count, from the create answer for
 	// a new topic: a broker may not list a topic yet a moment after creating it.
@@ -184,21 +187,59 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 			rep.Partitions[s.Name] = resp.NumPartitions
 		}
 	}
-	if len(rep.Existed) == 0 {
-		return rep, nil
-	}
+	drift, err := driftOf(ctx, adm, specs, rep.Existed)
+	rep.Drift = append(rep.Drift, drift...)
+	return rep, err
+}
 
-	configs, err := adm.DescribeTopicConfigs(ctx, rep.Existed...)
+// DescribeTopics is EnsureTopics without the create: it changes nothing, and
+// reports the topics of specs that do not exist in Missing. It is what a
+// check before start-up and `payoutd run` itself may call, where creating a
+// money topic with guessed settings would hide a mistyped name.
+func DescribeTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (TopicReport, error) {
+	rep := TopicReport{Partitions: make(map[string]int32)}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	details, err := adm.ListTopics(fresh(ctx), names...)
 	if err != nil {
-		return rep, fmt.Errorf("describing topic configs: %w", err)
+		return rep, fmt.Errorf("listing topics: %w", err)
+	}
+	for _, s := range specs {
+		d, ok := details[s.Name]
+		switch {
+		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			rep.Missing = append(rep.Missing, s.Name)
+		case d.Err != nil:
+			return rep, fmt.Errorf("topic %s: %w", s.Name, d.Err)
+		default:
+			rep.Existed = append(rep.Existed, s.Name)
+			rep.Partitions[s.Name] = int32(len(d.Partitions))
+		}
+	}
+	drift, err := driftOf(ctx, adm, specs, rep.Existed)
+	rep.Drift = append(rep.Drift, drift...)
+	return rep, err
+}
+
+// driftOf reports every existing topic whose settings differ from its spec.
+func driftOf(ctx context.Context, adm *kadm.Client, specs []TopicSpec, existed []string) ([]Drift, error) {
+	if len(existed) == 0 {
+		return nil, nil
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, existed...)
+	if err != nil {
+		return nil, fmt.Errorf("describing topic configs: %w", err)
 	}
 	bySpec := make(map[string]TopicSpec, len(specs))
 	for _, s := range specs {
 		bySpec[s.Name] = s
 	}
+	var drift []Drift
 	for _, rc := range configs {
 		if rc.Err != nil {
-			return rep, fmt.Errorf("describing topic %s: %w", rc.Name, rc.Err)
+			return drift, fmt.Errorf("describing topic %s: %w", rc.Name, rc.Err)
 		}
 		got := make(map[string]string, len(rc.Configs))
 		for _, c := range rc.Configs {
@@ -212,11 +253,11 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 		sort.Strings(keys)
 		for _, k := range keys {
 			if got[k] != want[k] {
-				rep.Drift = append(rep.Drift, Drift{Topic: rc.Name, Setting: k, Want: want[k], Got: got[k]})
+				drift = append(drift, Drift{Topic: rc.Name, Setting: k, Want: want[k], Got: got[k]})
 			}
 		}
 	}
-	return rep, nil
+	return drift, nil
 }
 
 // Ensure runs EnsureTopics over the catalog, and also reports topics that
@@ -230,16 +271,38 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 	if err != nil {
 		return rep, err
 	}
+	return rep, t.checkReport(ctx, adm, &rep, dedupHorizon)
+}
+
+// Describe is Ensure without the create: what `payoutd run` checks before
+// and while it starts. A missing topic is in the report's Missing, and is
+// left out of the co-partitioning check.
+func (t Topics) Describe(ctx context.Context, adm *kadm.Client, dedupHorizon time.Duration) (TopicReport, error) {
+	t = t.WithDefaults()
+	rep, err := DescribeTopics(ctx, adm, t.Catalog(dedupHorizon))
+	if err != nil {
+		return rep, err
+	}
+	return rep, t.checkReport(ctx, adm, &rep, dedupHorizon)
+}
+
+// checkReport adds to rep what the catalog's topics owe each other: the
+// requests topic's retention within the dedup horizon, and co-partitioning.
+func (t Topics) checkReport(ctx context.Context, adm *kadm.Client, rep *TopicReport, dedupHorizon time.Duration) error {
 	if dedupHorizon <= 0 {
 		dedupHorizon = DefaultDedupHorizon
 	}
-	requestsRetentionWithinHorizon(&rep, t.Requests, dedupHorizon)
+	requestsRetentionWithinHorizon(rep, t.Requests, dedupHorizon)
 	pairs := [][2]string{{t.Requests, t.Intents}, {t.Batches, t.BatchStates}, {t.Outcomes, t.TrackerState}}
+	missing := make(map[string]bool, len(rep.Missing))
+	for _, n := range rep.Missing {
+		missing[n] = true
+	}
 	// A topic that existed meanwhile (created concurrently) has no count yet.
 	var unknown []string
 	for _, pair := range pairs {
 		for _, name := range pair {
-			if rep.Partitions[name] == 0 {
+			if rep.Partitions[name] == 0 && !missing[name] {
 				unknown = append(unknown, name)
 			}
 		}
@@ -247,7 +310,7 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 	if len(unknown) > 0 {
 		details, err := adm.ListTopics(fresh(ctx), unknown...)
 		if err != nil {
-			return rep, fmt.Errorf("listing topics: %w", err)
+			return fmt.Errorf("listing topics: %w", err)
 		}
 		for _, name := range unknown {
 			if n := len(details[name].Partitions); n > 0 {
@@ -256,12 +319,15 @@ func (t Topics) Ensure(ctx context.Context, adm *kadm.Client, dedupHorizon time.
 		}
 	}
 	for _, pair := range pairs {
+		if missing[pair[0]] || missing[pair[1]] {
+			continue
+		}
 		if a, b := rep.Partitions[pair[0]], rep.Partitions[pair[1]]; a != b {
 			rep.Drift = append(rep.Drift, Drift{Topic: pair[1], Setting: "partitions",
 				Want: strconv.Itoa(int(a)) + " (as " + pair[0] + ")", Got: strconv.Itoa(int(b))})
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // requestsRetentionWithinHorizon words the requests topic's retention drift

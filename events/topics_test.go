@@ -150,3 +150,43 @@ func TestEnsureTopicsReportsRequestsRetentionBeyondTheHorizon(t *testing.T) {
 	// Created with one day's retention (the wait fails the test otherwise).
 	cluster.WaitTopicConfig(t, short.Requests, "retention.ms", "86400000")
 }
+
+// A check before start-up changes nothing: a missing topic is named, not
+// created, and the topics that exist are still checked for drift.
+func TestDescribeNamesMissingTopicsAndCreatesNothing(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.Start(t)
+	adm := cluster.Admin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := kafkatest.Topics(t)
+	deleteTopics(t, adm, topics)
+	if _, err := topics.Ensure(ctx, adm, 0, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	typo := topics
+	typo.Requests = topics.Requests + "-typo"
+	// A broker publishes new topics asynchronously: wait until the seven
+	// created ones are listed.
+	var rep events.TopicReport
+	for {
+		var err error
+		if rep, err = typo.Describe(ctx, adm, 0); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Missing) <= 1 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.Equal(rep.Missing, []string{typo.Requests}) || len(rep.Existed) != 7 || len(rep.Drift) != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	details, err := adm.ListTopics(ctx, typo.Requests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := details[typo.Requests]; ok && d.Err == nil {
+		t.Fatalf("Describe created %s", typo.Requests)
+	}
+}

@@ -18,13 +18,13 @@ import (
 // SIGKILLs and restarts them while intents flow, and audits the result.
 type chaosCmd struct {
 	Brokers       []string      `name:"kafka-brokers" env:"PAYOUTD_KAFKA_BROKERS" default:"localhost:9092" help:"Kafka seed brokers (plaintext), comma-separated."`
-	Intents       int           `name:"intents" default:"2000" help:"Valid intents to send (plus 5% duplicates and 2% invalid records)."`
-	KillEvery     time.Duration `name:"kill-every" default:"3s" help:"Pause between two kills."`
-	MaxKills      int           `name:"max-kills" default:"0" help:"Stop killing after this many (0: until every intent is resolved)."`
+	Intents       int           `name:"intents" env:"PAYOUTD_CHAOS_INTENTS" default:"2000" help:"Valid intents to send (plus 5% duplicates and 2% invalid records)."`
+	KillEvery     time.Duration `name:"kill-every" env:"PAYOUTD_CHAOS_KILL_EVERY" default:"3s" help:"Pause between two kills."`
+	MaxKills      int           `name:"max-kills" env:"PAYOUTD_CHAOS_MAX_KILLS" default:"0" help:"Stop killing after this many (0: until every intent is resolved)."`
 	RestartBroker string        `name:"restart-broker" env:"PAYOUTD_CHAOS_RESTART_BROKER" help:"Shell command that restarts Kafka, run once mid-run (e.g. '.ci/kafka.sh restart')."`
-	Deadline      time.Duration `name:"deadline" default:"10m" help:"Give up (and fail) after this long."`
-	Seed          uint64        `name:"seed" default:"1" help:"Seed of the kills, the intents and the sandbox's faults."`
-	LogDir        string        `name:"log-dir" help:"Where each process's log goes (default: a new temporary folder, printed)."`
+	Deadline      time.Duration `name:"deadline" env:"PAYOUTD_CHAOS_DEADLINE" default:"10m" help:"Give up (and fail) after this long."`
+	Seed          uint64        `name:"seed" env:"PAYOUTD_CHAOS_SEED" default:"1" help:"Seed of the kills, the intents and the sandbox's faults."`
+	LogDir        string        `name:"log-dir" env:"PAYOUTD_CHAOS_LOG_DIR" help:"Where each process's log goes (default: a new temporary folder, printed)."`
 	logFlags      `embed:""`
 }
 
@@ -70,8 +70,17 @@ func (c *chaosCmd) run(ctx context.Context, out io.Writer) error {
 	for _, p := range rep.Problems {
 		fmt.Fprintln(out, "  violation:", p)
 	}
-	if !rep.OK() {
+	return chaosVerdict(rep)
+}
+
+// chaosVerdict fails a run that broke an invariant, and one that killed
+// nothing: it proved nothing about crashes, whatever its audit says.
+func chaosVerdict(rep chaos.Report) error {
+	switch {
+	case !rep.OK():
 		return &failure{code: exitFailed, msg: fmt.Sprintf("%d invariant violations", len(rep.Problems))}
+	case rep.Kills == 0:
+		return &failure{code: exitFailed, msg: "killed no process, so the run proves nothing about crashes: lower --kill-every or send more --intents"}
 	}
 	return nil
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/payoutd/payoutd/internal/chaos"
 	"github.com/payoutd/payoutd/internal/kafkatest"
 )
 
@@ -26,4 +28,35 @@ func TestChaosKeepsTheInvariants(t *testing.T) {
 		t.Fatalf("summary: %s", res.stdout)
 	}
 	t.Log(strings.TrimSpace(res.stdout))
+}
+
+// A run that killed nothing (every intent resolved before the first kill)
+// fails: it proved nothing about crashes.
+func TestChaosFailsWhenItKilledNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rep  chaos.Report
+		code int
+	}{
+		{"killed and held", chaos.Report{Intents: 10, PaidOnce: 10, Kills: 2}, exitOK},
+		{"killed nothing", chaos.Report{Intents: 10, PaidOnce: 10}, exitFailed},
+		{"violation", chaos.Report{Intents: 10, Kills: 1, Problems: []string{"lost"}}, exitFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := chaosVerdict(tc.rep)
+			code := exitOK
+			var f *failure
+			if errors.As(err, &f) {
+				code = f.code
+			} else if err != nil {
+				t.Fatalf("verdict %v is not a failure", err)
+			}
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d (%v)", code, tc.code, err)
+			}
+			if code != exitOK && f.msg == "" {
+				t.Fatal("a failed verdict says nothing")
+			}
+		})
+	}
 }

@@ -39,7 +39,8 @@ type devCmd struct {
 	SandboxAddr string        `name:"sandbox-addr" env:"PAYOUTD_DEV_SANDBOX_ADDR" default:"127.0.0.1:0" help:"Listen address of the sandbox (port 0: any free port)."`
 	IngressAddr string        `name:"ingress-addr" env:"PAYOUTD_DEV_INGRESS_ADDR" default:"127.0.0.1:0" help:"Listen address of the webhook ingress."`
 	OpsAddr     string        `name:"ops-addr" env:"PAYOUTD_DEV_OPS_ADDR" default:"127.0.0.1:0" help:"Listen address of /metrics, /healthz, /readyz."`
-	Summary     time.Duration `name:"summary-every" env:"PAYOUTD_DEV_SUMMARY_EVERY" default:"1s" help:"How often the live summary is printed."`
+	Summary     time.Duration `name:"summary-every" env:"PAYOUTD_DEV_SUMMARY_EVERY" default:"1s" help:"How often the live summary is printed (on a terminal it is redrawn in place; otherwise one line each time)."`
+	Balance     string        `name:"balance" env:"PAYOUTD_DEV_BALANCE" default:"1000000000" help:"Sandbox balance of each sample account in each of its currencies. A small one shows what running out looks like: dev says so once, with how to top it up."`
 	topicFlags  `embed:""`
 	LogFormat   string `name:"log-format" env:"PAYOUTD_LOG_FORMAT" default:"text" help:"Log format: text or json."`
 	LogLevel    string `name:"log-level" env:"PAYOUTD_LOG_LEVEL" default:"warn" help:"Log level (default warn, so the summary stays readable)."`
@@ -60,6 +61,9 @@ func (d *devCmd) validate(p *problems) {
 		p.add("--time-scale (PAYOUTD_DEV_TIME_SCALE)", "must be positive, got %v", d.TimeScale)
 	}
 	faultFlags{Failed: d.Failed, Partial: d.Partial, DropWebhooks: d.DropHooks, DuplicateWebhooks: d.DupHooks}.validate(p)
+	if a, err := calypso.ParseAmount(d.Balance); err != nil || a.Sign() < 0 {
+		p.add("--balance (PAYOUTD_DEV_BALANCE)", "must be a decimal amount, 0 or more, got %q", d.Balance)
+	}
 	if d.Partitions <= 0 {
 		p.add("--partitions (PAYOUTD_DEV_PARTITIONS)", "must be positive, got %d", d.Partitions)
 	}
@@ -138,7 +142,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 		key, secret := "key-"+a.id, calypso.Secret("secret-"+a.id)
 		bal := map[string]calypso.Amount{}
 		for _, c := range a.currencies {
-			bal[c] = calypso.MustParseAmount("1000000000")
+			bal[c] = calypso.MustParseAmount(d.Balance)
 		}
 		sbCfg.Accounts[a.id] = sandbox.Account{Name: a.id, APIKey: key, APISecret: secret, Balances: bal}
 		cl, err := calypso.NewClient(calypso.Config{BaseURL: sbURL, Account: a.id, APIKey: key, APISecret: secret, RateLimit: -1,
@@ -154,7 +158,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 
 	prefix := d.GroupPrefix
 	st, err := buildStack(stackConfig{
-		components: allComponents, topics: topics, kafka: kopts, accounts: accounts, log: log, metrics: m,
+		components: allComponents, topics: topics, kafka: kopts, accounts: accounts, log: withoutDeferralWarnings(log), metrics: m,
 		batcher: pipeline.BatcherConfig{Group: prefix + "-batcher", TransactionalID: prefix + "-batcher-" + runID,
 			MaxWait: 300 * time.Millisecond, Accounts: ids},
 		submitter: pipeline.SubmitterConfig{Group: prefix + "-submitter", TransactionalID: prefix + "-submitter-" + runID,
@@ -200,7 +204,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 `, kafkaKind, strings.Join(seeds, ","), sbURL, sbURL, sbURL, webhookURL(st.ingressLn.Addr()),
 		ops.url(), ops.url(), ops.url(), ops.url(), strings.Join(seeds, ","), topics.Outcomes, strings.Join(ids, ", "))
 
-	tally := newDevTally()
+	tally := newDevTally("dev-" + runID + "-")
 	follow := &outcomeFollower{tally: tally}
 	gen := &sampleGenerator{tally: tally, topic: topics.Requests, rate: d.Rate, limit: d.Intents, forever: d.Forever, runID: runID}
 	wctx, stopWork := context.WithCancel(ctx)
@@ -209,7 +213,12 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 	go func() { followDone <- follow.run(wctx, kopts, topics.Outcomes) }()
 	go func() { genDone <- gen.run(wctx, kopts) }()
 
-	result := d.watch(ctx, out, st, tally, started, genDone)
+	view := newDevView(out, d.Intents)
+	if d.Forever {
+		view = newDevView(out, -1)
+	}
+	result := d.watch(ctx, view, st, tally, started, genDone, sbURL)
+	view.done()
 	stopWork()
 	<-followDone
 	if err := st.stop(30 * time.Second); err != nil {
@@ -221,7 +230,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 
 // watch prints the live summary until the run is done: every intent
 // resolved, the deadline passed, a component failed, or an interrupt.
-func (d *devCmd) watch(ctx context.Context, out io.Writer, st *stack, tally *devTally, started time.Time, genDone <-chan error) error {
+func (d *devCmd) watch(ctx context.Context, view devView, st *stack, tally *devTally, started time.Time, genDone <-chan error, sandboxURL string) error {
 	tick := time.NewTicker(d.Summary)
 	defer tick.Stop()
 	check := time.NewTicker(50 * time.Millisecond)
@@ -243,8 +252,12 @@ func (d *devCmd) watch(ctx context.Context, out io.Writer, st *stack, tally *dev
 			}
 			genDone = nil
 		case <-tick.C:
-			fmt.Fprintln(out, tally.line(st, time.Since(started)))
+			resolved, of := tally.resolved()
+			view.update(tally.line(st, time.Since(started)), tally.short(st), resolved, of)
 		case <-check.C:
+			for _, low := range tally.takeLowBalance() {
+				view.notice(lowBalanceNotice(low, sandboxURL))
+			}
 			if !d.Forever && tally.allResolved(d.Intents) {
 				return nil
 			}

@@ -45,7 +45,7 @@ func (g *sampleGenerator) run(ctx context.Context, base []kgo.Opt) error {
 			rec, id := g.valid(rng, valid)
 			batch = append(batch, rec)
 			sent = append(sent, rec)
-			g.tally.sent(id)
+			g.tally.sentIntent(id)
 			if valid%20 == 0 {
 				batch = append(batch, g.invalid(rng, valid))
 				g.tally.invalidSent()

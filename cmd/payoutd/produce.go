@@ -18,13 +18,16 @@ import (
 // bad (unless --skip-invalid): half a payroll is worse than none.
 type produceCmd struct {
 	File        string `arg:"" placeholder:"FILE" help:"CSV (header: intentId,account,currency,amount,address[,executionDate,comment]) or JSON-lines file; '-' reads stdin."`
-	Format      string `name:"format" default:"auto" help:"File format: auto (JSON lines if the first non-blank character is '{', else CSV), csv or jsonl."`
-	SkipInvalid bool   `name:"skip-invalid" help:"Send the valid rows even when some are bad (the bad ones are still reported)."`
-	DryRun      bool   `name:"dry-run" help:"Validate only; send nothing."`
-	Quiet       bool   `name:"quiet" help:"No progress line."`
-	kafkaFlags  `embed:""`
-	topicFlags  `embed:""`
-	logFlags    `embed:""`
+	Format      string `name:"format" env:"PAYOUTD_PRODUCE_FORMAT" default:"auto" help:"File format: auto (JSON lines if the first non-blank character is '{', else CSV), csv or jsonl."`
+	SkipInvalid bool   `name:"skip-invalid" env:"PAYOUTD_PRODUCE_SKIP_INVALID" help:"Send the valid rows even when some are bad (the bad ones are still reported)."`
+	DryRun      bool   `name:"dry-run" env:"PAYOUTD_PRODUCE_DRY_RUN" help:"Validate only; send nothing."`
+	Quiet       bool   `name:"quiet" env:"PAYOUTD_PRODUCE_QUIET" help:"No progress line."`
+	// The batcher's setting, under its name and variable, so one
+	// environment configures both.
+	ExecutionHorizon time.Duration `name:"batcher-execution-horizon" env:"PAYOUTD_BATCHER_EXECUTION_HORIZON" default:"8760h" help:"The batcher's horizon: a row with an executionDate further ahead is refused here, as the batcher would send it to the DLQ."`
+	kafkaFlags       `embed:""`
+	topicFlags       `embed:""`
+	logFlags         `embed:""`
 }
 
 func (c *produceCmd) validate(p *problems) {
@@ -37,6 +40,9 @@ func (c *produceCmd) validate(p *problems) {
 	}
 	if c.File != "-" {
 		checkReadable(p, "<file>", c.File)
+	}
+	if h := c.ExecutionHorizon; h < time.Hour || h > 10*365*24*time.Hour {
+		p.add("--batcher-execution-horizon (PAYOUTD_BATCHER_EXECUTION_HORIZON)", "must be between 1h0m0s and 87600h0m0s, got %s", h)
 	}
 }
 
@@ -80,6 +86,7 @@ func (c *produceCmd) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ir.executionHorizon = c.ExecutionHorizon
 	br := bufio.NewReader(in)
 	rows, bad, err := ir.readFile(br, c.format(br))
 	if err != nil {

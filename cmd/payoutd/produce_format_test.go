@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The README's compose example pipes a CSV file into `produce -`: stdin has
@@ -87,6 +88,44 @@ func TestExampleIntentsAreValidForTheComposeSandbox(t *testing.T) {
 		funded := "id=" + r.intent.Account + ","
 		if !strings.Contains(string(compose), funded) || !strings.Contains(string(compose), "balance="+r.intent.Currency+":") {
 			t.Errorf("line %d: account %s / currency %s is not a funded account of the compose sandbox", r.line, r.intent.Account, r.intent.Currency)
+		}
+	}
+}
+
+// A row the schema allows but the batcher would send to the DLQ is reported
+// before anything is sent, in words: produce holds the batcher's rules too.
+func TestProduceRefusesWhatTheBatcherWouldDLQ(t *testing.T) {
+	t.Parallel()
+	ir, err := newIntentReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	far := time.Now().AddDate(2, 0, 0).UTC().Format(time.RFC3339)
+	lines := []string{
+		`{"intentId":"b1","account":"demo","currency":"USDT_TRX","amount":"5","address":"T1","comment":"pay\u001b[2Jday"}`,
+		`{"intentId":"b2\u200b","account":"demo","currency":"USDT_TRX","amount":"5","address":"T2"}`,
+		`{"intentId":"b3","account":"demo","currency":"USDT_TRX","amount":"5","address":"T3","executionDate":"` + far + `"}`,
+		`{"intentId":"b4","account":"de\u00a0mo","currency":"USDT_TRX","amount":"5","address":"T4"}`,
+		`{"intentId":"b5","account":"demo","currency":"USDT_TRX","amount":"5","address":"T5","executionDate":"1960-01-01T00:00:00Z"}`,
+		`{"intentId":"ok","account":"demo","currency":"USDT_TRX","amount":"5","address":"T6"}`,
+	}
+	rows, bad, err := ir.readFile(bufio.NewReader(strings.NewReader(strings.Join(lines, "\n")+"\n")), "jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"line 1: comment has U+001B (ESC) at byte 3",
+		"line 2: intentId has U+200B",
+		"line 3: executionDate " + far + " is more than 8760h0m0s ahead",
+		"line 4: account has U+00A0",
+		"line 5: executionDate 1960-01-01T00:00:00Z is before 1970",
+	}
+	if len(rows) != 1 || len(bad) != len(want) {
+		t.Fatalf("%d valid, %d invalid, want 1 and %d: %v", len(rows), len(bad), len(want), bad)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(bad[i].String(), w) {
+			t.Errorf("row error %q, want it to start with %q", bad[i], w)
 		}
 	}
 }

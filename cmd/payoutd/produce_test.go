@@ -70,7 +70,7 @@ func TestProduce(t *testing.T) {
 		tt.ensure(t, c, 2)
 		file := writeFile(t, "intents.csv", `intentId,account,currency,amount,address,executionDate,comment
 i-1,acme,ETH,0.100000000000000001,0xabc,,first
-i-2,acme,USDT_TRX,12.50,TAddr,2030-01-02T03:04:05Z,"with, comma"
+i-2,acme,USDT_TRX,12.50,TAddr,2027-01-02T03:04:05Z,"with, comma"
 i-3,acme,BTC,99999999.12345678,bc1q,,
 `)
 		r := payoutd(t, 30*time.Second, nil, append([]string{"produce", file, brokersFlag(c), "--quiet"}, tt.flags()...)...)

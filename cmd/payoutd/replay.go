@@ -21,12 +21,12 @@ import (
 // function of the archived webhook bytes. It reads only Kafka; it has no
 // Calypso configuration, so it cannot call Calypso.
 type replayCmd struct {
-	From      string        `name:"from" help:"Replay webhooks archived at or after this time (RFC 3339, by record timestamp; default: the beginning)."`
-	To        string        `name:"to" help:"Replay webhooks archived before this time (RFC 3339; default: now)."`
-	OutTopic  string        `name:"out-topic" help:"Also write the re-derived events to this topic (never the live outcomes topic)."`
-	OutFile   string        `name:"out-file" help:"Also write the re-derived events to this file, one JSON object per line ('-': stdout)."`
-	Quiet     bool          `name:"quiet" help:"Print the summary only, not each difference."`
-	EdgeSlack time.Duration `name:"edge-slack" default:"1m" help:"Also read this far beyond --from and --to, to pair events whose partner lies just outside the window."`
+	From      string        `name:"from" env:"PAYOUTD_REPLAY_FROM" help:"Replay webhooks archived at or after this time (RFC 3339, by record timestamp; default: the beginning)."`
+	To        string        `name:"to" env:"PAYOUTD_REPLAY_TO" help:"Replay webhooks archived before this time (RFC 3339; default: now)."`
+	OutTopic  string        `name:"out-topic" env:"PAYOUTD_REPLAY_OUT_TOPIC" help:"Also write the re-derived events to this topic (never the live outcomes topic)."`
+	OutFile   string        `name:"out-file" env:"PAYOUTD_REPLAY_OUT_FILE" help:"Also write the re-derived events to this file, one JSON object per line ('-': stdout)."`
+	Quiet     bool          `name:"quiet" env:"PAYOUTD_REPLAY_QUIET" help:"Print the summary only, not each difference."`
+	EdgeSlack time.Duration `name:"edge-slack" env:"PAYOUTD_REPLAY_EDGE_SLACK" default:"1m" help:"Also read this far beyond --from and --to, to pair events whose partner lies just outside the window."`
 
 	kafkaFlags `embed:""`
 	topicFlags `embed:""`

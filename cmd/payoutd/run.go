@@ -26,6 +26,7 @@ var allComponents = []string{"batcher", "submitter", "ingress", "tracker"}
 // runCmd is production: real Kafka, real Calypso, the selected components.
 type runCmd struct {
 	Components []string `name:"components" env:"PAYOUTD_COMPONENTS" default:"batcher,submitter,ingress,tracker" help:"Components to run, comma-separated: batcher, submitter, ingress, tracker. Each scales on its own."`
+	Check      bool     `name:"check" env:"PAYOUTD_CHECK" help:"Check, change nothing and exit: the configuration, Kafka (the components' topics exist, co-partitioning, drift) and Calypso read-only (each account). One line per check; exit 0 all ok, 1 a check failed, 2 bad configuration."`
 
 	kafkaFlags `embed:""`
 	topicFlags `embed:""`
@@ -329,6 +330,9 @@ func checkAddr(p *problems, setting, addr string) {
 }
 
 func (r *runCmd) run(ctx context.Context, out io.Writer) error {
+	if r.Check {
+		return r.check(ctx, out)
+	}
 	log := r.logFlags.logger()
 	slog.SetDefault(log)
 	host, _ := os.Hostname()
@@ -472,6 +476,9 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	defer ops.close()
 
 	st.start()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go r.watchTopics(watchCtx, adm, log, st.health)
 	log.Info("payoutd running", "components", strings.Join(r.Components, ","), "ops", ops.url(),
 		"brokers", strings.Join(r.Brokers, ","), "calypso", r.CalypsoURL, "accounts", strings.Join(ids, ","))
 	var cause error

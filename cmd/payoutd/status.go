@@ -17,9 +17,9 @@ import (
 // stuck, what failed" (without), from the topics.
 type statusCmd struct {
 	Query  string        `arg:"" optional:"" placeholder:"ID" help:"An intent id, batch id, payout id or recipient address to follow; none: what is stuck and what failed."`
-	JSON   bool          `name:"json" help:"One JSON document instead of text."`
-	Since  time.Duration `name:"since" default:"168h" help:"How far back to read the topics (0: everything they hold)."`
-	Groups []string      `name:"groups" default:"payoutd-batcher,payoutd-submitter,payoutd-tracker" help:"Consumer groups whose lag the summary shows."`
+	JSON   bool          `name:"json" env:"PAYOUTD_STATUS_JSON" help:"One JSON document instead of text."`
+	Since  time.Duration `name:"since" env:"PAYOUTD_STATUS_SINCE" default:"168h" help:"How far back to read the topics (0: everything they hold)."`
+	Groups []string      `name:"groups" env:"PAYOUTD_STATUS_GROUPS" default:"payoutd-batcher,payoutd-submitter,payoutd-tracker" help:"Consumer groups whose lag the summary shows."`
 
 	kafkaFlags `embed:""`
 	topicFlags `embed:""`

@@ -14,11 +14,11 @@ import (
 // tailCmd follows a payoutd topic, read_committed: what it shows is what
 // every consumer sees, never an aborted window.
 type tailCmd struct {
-	Topic    string `name:"topic" short:"t" default:"outcomes" help:"Topic: requests, dlq, batches, intents, outcomes, webhooks-raw, or any topic name."`
-	JSON     bool   `name:"json" help:"One JSON object per record (headers, CloudEvents ones included, and the value)."`
-	From     string `name:"from" default:"end" help:"Where to start: start or end."`
-	NoFollow bool   `name:"no-follow" help:"Stop at the end of the topic instead of waiting for more."`
-	Limit    int    `name:"limit" short:"n" help:"Stop after this many records (0: no limit)."`
+	Topic    string `name:"topic" env:"PAYOUTD_TAIL_TOPIC" short:"t" default:"outcomes" help:"Topic: requests, dlq, batches, intents, outcomes, webhooks-raw, or any topic name."`
+	JSON     bool   `name:"json" env:"PAYOUTD_TAIL_JSON" help:"One JSON object per record (headers, CloudEvents ones included, and the value)."`
+	From     string `name:"from" env:"PAYOUTD_TAIL_FROM" default:"end" help:"Where to start: start or end."`
+	NoFollow bool   `name:"no-follow" env:"PAYOUTD_TAIL_NO_FOLLOW" help:"Stop at the end of the topic instead of waiting for more."`
+	Limit    int    `name:"limit" env:"PAYOUTD_TAIL_LIMIT" short:"n" help:"Stop after this many records (0: no limit)."`
 
 	kafkaFlags `embed:""`
 	topicFlags `embed:""`

@@ -22,7 +22,7 @@ type topicsCmd struct {
 	Replication  int16         `name:"replication-factor" env:"PAYOUTD_TOPIC_REPLICATION_FACTOR" default:"-1" help:"Replication factor of topics created (-1: the broker's default)."`
 	DedupHorizon time.Duration `name:"dedup-horizon" env:"PAYOUTD_DEDUP_HORIZON" default:"168h" help:"Retention of the intents topic: how long an intent id is remembered."`
 	Strict       bool          `name:"strict" env:"PAYOUTD_TOPICS_STRICT" help:"Exit non-zero when an existing topic drifted from the catalog."`
-	Timeout      time.Duration `name:"timeout" default:"60s" help:"Give up after this long."`
+	Timeout      time.Duration `name:"timeout" env:"PAYOUTD_TOPICS_TIMEOUT" default:"60s" help:"Give up after this long."`
 }
 
 func (t *topicsCmd) validate(p *problems) {

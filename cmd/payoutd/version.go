@@ -66,7 +66,7 @@ func buildVersion() (v, c string, modified bool) {
 // or curl, so the binary checks itself.
 type probeCmd struct {
 	URL     string        `arg:"" help:"URL to GET, e.g. http://localhost:9464/readyz."`
-	Timeout time.Duration `default:"3s" help:"Give up after this long."`
+	Timeout time.Duration `name:"timeout" env:"PAYOUTD_PROBE_TIMEOUT" default:"3s" help:"Give up after this long."`
 }
 
 func (p *probeCmd) validate(pr *problems) { positive(pr, "--timeout", p.Timeout) }
