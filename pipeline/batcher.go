@@ -96,7 +96,7 @@ func (c *BatcherConfig) setDefaults() {
 		c.MaxBytes = 32 << 20
 	}
 	if c.MaxRecordBytes <= 0 {
-		c.MaxRecordBytes = 64 << 10
+		c.MaxRecordBytes = DefaultMaxRecordBytes
 	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = events.MaxMessageBytes - 16<<10
@@ -126,6 +126,9 @@ func (c *BatcherConfig) setDefaults() {
 
 // DefaultExecutionHorizon is how far ahead an executionDate may be by default.
 const DefaultExecutionHorizon = 365 * 24 * time.Hour
+
+// DefaultMaxRecordBytes is the largest request record the batcher takes.
+const DefaultMaxRecordBytes = 64 << 10
 
 // BatcherStats counts what a Batcher did; safe to read while it runs.
 type BatcherStats struct {

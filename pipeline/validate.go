@@ -35,39 +35,46 @@ var requestSchema = events.SchemaName(events.TypePayoutRequested)
 // end of the process. A record that kills the process is never committed,
 // so every restart would die on it again.
 func (v *intentRules) check(r *kgo.Record, now time.Time) (in events.PayoutRequested, rej *Rejection) {
+	key := string(r.Key)
+	return v.checkValue(r.Value, &key, len(r.Key), now)
+}
+
+// checkValue is check on a record's value; key, if not nil, must be the
+// intent id, and keyLen counts toward the record's size.
+func (v *intentRules) checkValue(value []byte, key *string, keyLen int, now time.Time) (in events.PayoutRequested, rej *Rejection) {
 	defer func() {
 		if p := recover(); p != nil {
 			in, rej = events.PayoutRequested{}, &Rejection{ReasonUnprocessable,
 				money.Truncate(fmt.Sprintf("validating the request panicked: %v", p), 512)}
 		}
 	}()
-	if size := len(r.Key) + len(r.Value); size > v.maxRecordBytes {
+	if size := keyLen + len(value); size > v.maxRecordBytes {
 		return in, &Rejection{ReasonOversized, fmt.Sprintf("record is %d bytes, the limit is %d", size, v.maxRecordBytes)}
 	}
-	if rej := scanRequest(r.Value); rej != nil {
+	if rej := scanRequest(value); rej != nil {
 		return in, rej
 	}
-	in, plain := fastRequest(r.Value)
+	in, plain := fastRequest(value)
 	if !plain {
 		// The schema validator decides, and names what is wrong.
-		if err := v.schemas.Validate(requestSchema, r.Value); err != nil {
+		if err := v.schemas.Validate(requestSchema, value); err != nil {
 			if errors.Is(err, schemas.ErrNotJSON) {
 				return in, &Rejection{ReasonMalformed, err.Error()}
 			}
 			return in, &Rejection{ReasonSchema, err.Error()}
 		}
-		if err := json.Unmarshal(r.Value, &in); err != nil {
+		if err := json.Unmarshal(value, &in); err != nil {
 			if errors.Is(err, money.ErrOutOfBounds) {
 				return in, &Rejection{ReasonAmount, err.Error()}
 			}
 			return in, &Rejection{ReasonSchema, err.Error()}
 		}
 	}
-	if string(r.Key) != in.IntentID {
+	if key != nil && *key != in.IntentID {
 		// Dedup needs every record of an intent in one partition, which the
 		// intent id as key guarantees.
 		return in, &Rejection{ReasonKeyMismatch, fmt.Sprintf("record key %q is not the intent id %q",
-			money.Truncate(string(r.Key), 256), in.IntentID)}
+			money.Truncate(*key, 256), in.IntentID)}
 	}
 	for _, f := range [...]struct{ name, value string }{{"intentId", in.IntentID}, {"account", in.Account}, {"address", in.Address}} {
 		if rej := checkIdentifier(f.name, f.value); rej != nil {
@@ -116,4 +123,35 @@ func addSaturating(t time.Time, d time.Duration) time.Time {
 		return t
 	}
 	return u
+}
+
+// RequestChecker checks payout requests by the batcher's own rules, for a
+// tool that validates before it sends (payoutd produce): what it refuses is
+// what the batcher would send to the DLQ, with the same reason and words.
+// Accounts are not checked: the batcher's list is its own configuration.
+type RequestChecker struct{ rules intentRules }
+
+// NewRequestChecker returns a checker for the given currencies (nil: the
+// defaults), record size limit (0: the batcher's default) and execution
+// horizon (0: DefaultExecutionHorizon).
+func NewRequestChecker(currencies map[string]calypso.CurrencyRule, maxRecordBytes int, executionHorizon time.Duration) (*RequestChecker, error) {
+	set, err := schemas.Load()
+	if err != nil {
+		return nil, err
+	}
+	if currencies == nil {
+		currencies = calypso.DefaultCurrencies()
+	}
+	if maxRecordBytes <= 0 {
+		maxRecordBytes = DefaultMaxRecordBytes
+	}
+	if executionHorizon <= 0 {
+		executionHorizon = DefaultExecutionHorizon
+	}
+	return &RequestChecker{intentRules{schemas: set, currencies: currencies, maxRecordBytes: maxRecordBytes, executionHorizon: executionHorizon}}, nil
+}
+
+// Check validates one request value, to be sent keyed by its intent id.
+func (c *RequestChecker) Check(value []byte, now time.Time) (events.PayoutRequested, *Rejection) {
+	return c.rules.checkValue(value, nil, 0, now)
 }

@@ -11,11 +11,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/pipeline"
 	"github.com/payoutd/payoutd/schemas"
 )
 
@@ -45,19 +44,25 @@ type intentReader struct {
 	schemas    *schemas.Set
 	currencies map[string]calypso.CurrencyRule
 	seen       map[string]int // intent id → first line
-	// executionHorizon is the batcher's --batcher-execution-horizon: how
-	// far ahead an executionDate may be.
-	executionHorizon time.Duration
-	now              func() time.Time
+	// batcher holds the batcher's own rules (text, amount bounds, the
+	// execution horizon), so a row it would send to the DLQ is refused here.
+	batcher *pipeline.RequestChecker
+	now     func() time.Time
 }
 
-func newIntentReader() (*intentReader, error) {
+// newIntentReader checks with the batcher's rules; executionHorizon is its
+// --batcher-execution-horizon (0: the default).
+func newIntentReader(executionHorizon time.Duration) (*intentReader, error) {
 	set, err := schemas.Load()
 	if err != nil {
 		return nil, err
 	}
-	return &intentReader{schemas: set, currencies: calypso.DefaultCurrencies(), seen: map[string]int{},
-		executionHorizon: defaultExecutionHorizon, now: time.Now}, nil
+	currencies := calypso.DefaultCurrencies()
+	checker, err := pipeline.NewRequestChecker(currencies, 0, executionHorizon)
+	if err != nil {
+		return nil, err
+	}
+	return &intentReader{schemas: set, currencies: currencies, seen: map[string]int{}, batcher: checker, now: time.Now}, nil
 }
 
 // readFile reads every row of a CSV or JSON-lines file; format is "csv" or
@@ -171,8 +176,8 @@ func (ir *intentReader) check(line int, doc []byte) (row, string) {
 	case !in.Amount.FitsDecimals(rule.Decimals):
 		return row{}, fmt.Sprintf("amount: at most %d decimals for %s (got %s)", rule.Decimals, in.Currency, in.Amount)
 	}
-	if msg := ir.batcherRules(in, rule); msg != "" {
-		return row{}, msg
+	if _, rej := ir.batcher.Check(doc, ir.now()); rej != nil {
+		return row{}, rej.Err
 	}
 	if first, dup := ir.seen[in.IntentID]; dup {
 		return row{}, fmt.Sprintf("intent id %q is already on line %d", in.IntentID, first)
@@ -238,62 +243,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// defaultExecutionHorizon is the batcher's default --batcher-execution-horizon.
-const defaultExecutionHorizon = 365 * 24 * time.Hour
-
-// batcherRules are the batcher's checks beyond the schema (pipeline's
-// intentRules.check, which is not exported), so that a row it would send to
-// the DLQ is refused here, before anything is sent: text an operator cannot
-// see in an identifier or comment, the amount's global bounds, and the
-// execution date's horizon. Keep them in step with pipeline/validate.go and
-// pipeline/scan.go.
-func (ir *intentReader) batcherRules(in events.PayoutRequested, rule calypso.CurrencyRule) string {
-	for _, f := range [...]struct{ name, value string }{{"intentId", in.IntentID}, {"account", in.Account}, {"address", in.Address}} {
-		if i, r, bad := invisibleRune(f.value, true); bad {
-			return fmt.Sprintf("%s has %s at byte %d: control, invisible and space characters are never part of an %s", f.name, runeName(r), i, f.name)
-		}
-	}
-	if i, r, bad := invisibleRune(in.Comment, false); bad {
-		return fmt.Sprintf("comment has %s at byte %d: control and invisible characters are not allowed", runeName(r), i)
-	}
-	if err := rule.AmountRule().Check(in.Amount.Decimal()); err != nil {
-		return fmt.Sprintf("amount of %s: %v", in.Currency, err)
-	}
-	if d := in.ExecutionDate; d != nil {
-		if latest := ir.now().Add(ir.executionHorizon); d.After(latest) {
-			return fmt.Sprintf("executionDate %s is more than %s ahead (after %s): the batcher would refuse it (--batcher-execution-horizon)",
-				d.UTC().Format(time.RFC3339), ir.executionHorizon, latest.UTC().Format(time.RFC3339))
-		}
-		if d.Year() < 1970 {
-			return fmt.Sprintf("executionDate %s is before 1970", d.UTC().Format(time.RFC3339))
-		}
-	}
-	return ""
-}
-
-// invisibleRune finds the first control, format or private-use character,
-// or U+FFFD (bytes that were not text), and with spaces also any space.
-func invisibleRune(s string, spaces bool) (int, rune, bool) {
-	for i, r := range s {
-		if r < utf8.RuneSelf && r > ' ' && r != 0x7f || !spaces && r == ' ' {
-			continue
-		}
-		if r < utf8.RuneSelf || r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) ||
-			spaces && (unicode.IsSpace(r) || unicode.Is(unicode.Zs, r)) || unicode.Is(unicode.Co, r) {
-			return i, r, true
-		}
-	}
-	return 0, 0, false
-}
-
-// runeName names a character a person cannot see.
-func runeName(r rune) string {
-	names := map[rune]string{0: "NUL", 0x1b: "ESC", 0x7f: "DEL", 0xa0: "no-break space", 0x200b: "zero-width space",
-		0x202e: "right-to-left override", 0x3000: "ideographic space", 0xfeff: "byte-order mark", utf8.RuneError: "replacement character"}
-	if n, ok := names[r]; ok {
-		return fmt.Sprintf("%U (%s)", r, n)
-	}
-	return fmt.Sprintf("%U", r)
 }

@@ -82,11 +82,10 @@ func (c *produceCmd) run(ctx context.Context, out io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	ir, err := newIntentReader()
+	ir, err := newIntentReader(c.ExecutionHorizon)
 	if err != nil {
 		return err
 	}
-	ir.executionHorizon = c.ExecutionHorizon
 	br := bufio.NewReader(in)
 	rows, bad, err := ir.readFile(br, c.format(br))
 	if err != nil {

@@ -34,7 +34,7 @@ func TestProduceDetectsTheFormatFromTheContent(t *testing.T) {
 
 func TestProduceExplainsBadRowsInWords(t *testing.T) {
 	t.Parallel()
-	ir, err := newIntentReader()
+	ir, err := newIntentReader(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestExampleIntentsAreValidForTheComposeSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	ir, err := newIntentReader()
+	ir, err := newIntentReader(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestExampleIntentsAreValidForTheComposeSandbox(t *testing.T) {
 // before anything is sent, in words: produce holds the batcher's rules too.
 func TestProduceRefusesWhatTheBatcherWouldDLQ(t *testing.T) {
 	t.Parallel()
-	ir, err := newIntentReader()
+	ir, err := newIntentReader(0)
 	if err != nil {
 		t.Fatal(err)
 	}
