@@ -63,7 +63,8 @@ var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, 
 // duplicated, reordered), an outcome mix, and Calypso's inconsistencies at
 // moderate values so that the run still ends: a read side lagging 2 s
 // behind creates, 016 "Validation failed" for half the creates reusing a
-// key, ETH totals rounded through a float, one slow account, a per-account
+// key, ETH totals rounded through a float (or, by seed, 0 while creating or
+// fee-inclusive), one slow account, a per-account
 // rate limit on the other, a few recipient addresses refused.
 func Faults(seed uint64) sandbox.Faults {
 	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
@@ -72,7 +73,7 @@ func Faults(seed uint64) sandbox.Faults {
 		// Unscaled; the run's TimeScale of 0.01 makes it 2 s.
 		LookupLag:                200 * time.Second,
 		ValidationAfterAmbiguous: 0.5,
-		Totals:                   sandbox.TotalsFloat,
+		Totals:                   totalsModes[(seed+2)%uint64(len(totalsModes))],
 		TotalsCurrencies:         []string{"ETH"},
 		AccountLatency:           map[string]time.Duration{SlowAccount: SlowAccountLatency},
 		// The submitters run without a client-side limit, so bursts meet
@@ -81,6 +82,11 @@ func Faults(seed uint64) sandbox.Faults {
 		RefusedAddresses: RefusedAddresses,
 	}
 }
+
+// totalsModes are how the run's Calypso reports ETH totals, one per seed in
+// turn: seed 1 (the default) rounds them through a float, seed 2 answers 0
+// while a payout is being created, seed 3 includes the fees.
+var totalsModes = []sandbox.TotalsMode{sandbox.TotalsFloat, sandbox.TotalsZeroWhileCreating, sandbox.TotalsFeeInclusive}
 
 // RefusedAddresses are the recipients the run's Calypso refuses (400 001
 // naming the row); one extra intent per hundred goes to one of them.
@@ -237,7 +243,9 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 		accounts[a.ID] = sandbox.Account{Name: a.ID, APIKey: a.APIKey, APISecret: calypso.Secret(a.APISecret), Balances: balances}
 	}
 	sb := sandbox.New(sandbox.Config{
-		Accounts:  accounts,
+		Accounts: accounts,
+		// A fee on ETH, so fee-inclusive totals differ from the batch's.
+		Tariff:    map[string]sandbox.Fee{"ETH": {Fixed: calypso.MustParseAmount("0.001")}},
 		TimeScale: 0.01,
 		Webhook: sandbox.WebhookConfig{URL: "http://" + ingress + "/webhooks/calypso", PublicKey: env.WebhookKey,
 			Secret: calypso.Secret(env.WebhookSecret), Timeout: 200 * time.Second},
