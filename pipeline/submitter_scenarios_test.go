@@ -630,9 +630,7 @@ func TestHungAccountDelaysNoOtherAccount(t *testing.T) {
 func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
-	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", func(c *sandbox.Config) {
-		c.Faults.AccountRateLimit = map[string]float64{"acct": 0.001} // one call, then 429s
-	})
+	w := newCalypso(t, []string{"acct"}, []string{"TRX"}, "1000", nil)
 	w.connect(t, []string{"acct"}, 0)
 	outLog := e.follow(e.topics.Outcomes)
 	runComponent(t, newSubmitter(t, e, w, func(c *pipeline.SubmitterConfig) {
@@ -645,6 +643,16 @@ func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 		_, ok := submittedOf(t, r, first.BatchID)
 		return ok
 	})
+	// Now Calypso allows the account one call, which this test spends, then
+	// answers 429: however many calls the first batch took (a batch the
+	// submitter inherited from the backlog is looked up first), the second
+	// meets nothing but 429s.
+	w.sb.SetFaults(func(f *sandbox.Faults) { f.AccountRateLimit = map[string]float64{"acct": 0.001} })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.accounts["acct"].Account(ctx); err != nil {
+		t.Fatalf("spending the one call Calypso allows: %v", err)
+	}
 	second := plannedBatch("acct", "TRX", batchItem("rl-2", "Tb", "2"))
 	e.plan(t, second)
 	recs := outLog.waitFor(t, 30*time.Second, "the second batch parked", func(r []*kgo.Record) bool {
