@@ -73,7 +73,8 @@ type BatcherConfig struct {
 	Accounts []string
 	// Tracer, when set (payoutd traces), makes each BatchItem carry the W3C
 	// traceparent of its request record, so that the batch's create call
-	// links to the intent's trace and its outcome joins it. Nil: off.
+	// links to the intent's trace and its outcome joins it; the intent's
+	// BATCHED state is published in that trace. Nil: off.
 	Tracer trace.Tracer
 	// Logger defaults to slog.Default().
 	// Health receives the component\'s readiness (part "batcher"); nil records nothing.
@@ -512,6 +513,14 @@ func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w 
 	out, err := records("payoutd/batcher", evs)
 	if err != nil {
 		return false, err
+	}
+	if b.cfg.Tracer != nil {
+		// Each intent's BATCHED state is published in the intent's trace.
+		var items []events.BatchItem
+		for _, batch := range batches {
+			items = append(items, batch.Items...)
+		}
+		continueIntentTraces(ctx, out, items, b.cfg.Topics.Intents)
 	}
 	out = append(out, w.dlq...)
 

@@ -426,9 +426,12 @@ func (h *handling) lookUpFirst(ctx context.Context) (laneResult, bool) {
 // of each intent the batch pays.
 func (h *handling) create(ctx context.Context, need decimal.Decimal) (res laneResult) {
 	b := h.b
-	tps := make([]string, 0, len(b.Items))
-	for _, it := range b.Items {
-		tps = append(tps, it.Traceparent)
+	var tps []string
+	if h.l.s.cfg.Tracer != nil {
+		tps = make([]string, 0, len(b.Items))
+		for _, it := range b.Items {
+			tps = append(tps, it.Traceparent)
+		}
 	}
 	ctx, span := tracerOr(h.l.s.cfg.Tracer).Start(ctx, "calypso create mass payout",
 		trace.WithSpanKind(trace.SpanKindInternal),

@@ -175,6 +175,29 @@ func TestTraceFollowsAnIntentFromRequestToSettlement(t *testing.T) {
 		t.Fatalf("the BatchItem of %s has traceparent %q, not one in the intent's trace %s", traced.IntentID, item.Traceparent, intentTrace)
 	}
 
+	// The intent's states (BATCHED by the batcher, SETTLED and any
+	// SUBMITTED by the tracker) are published in its trace.
+	states := map[events.IntentStatus]bool{}
+	w.intents.waitFor(t, 30*time.Second, "the intent's SETTLED state", func(recs []*kgo.Record) bool {
+		clear(states)
+		for _, r := range recs {
+			_, ev, err := events.Decode(r)
+			if is, ok := ev.(events.IntentState); err == nil && ok && is.IntentID == traced.IntentID {
+				states[is.State] = tracing.SpanContext(tracing.Traceparent(r)).TraceID() == intentTrace
+			}
+		}
+		_, settled := states[events.StatusSettled]
+		return settled
+	})
+	for st, in := range states {
+		if !in {
+			t.Errorf("the intent's %s state is not published in its trace", st)
+		}
+	}
+	if _, ok := states[events.StatusBatched]; !ok {
+		t.Error("no BATCHED state of the intent")
+	}
+
 	// The create span links to the intent's span context, and the Calypso
 	// call is its child.
 	var create *tracetest.SpanStub
