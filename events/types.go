@@ -79,6 +79,10 @@ type BatchItem struct {
 	Amount   Amount `json:"amount"`
 	Comment  string `json:"comment,omitempty"`
 	Source   Offset `json:"source"`
+	// Traceparent is the W3C trace context of the intent's request record,
+	// when payoutd traces: the batch's create call links to it and the
+	// intent's outcome joins its trace. It never changes a batch's id.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // BatchPlanned is the write-ahead record of one mass payout to be created at

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
@@ -70,6 +71,11 @@ type BatcherConfig struct {
 	Currencies map[string]calypso.CurrencyRule
 	// Accounts, when set, are the only accounts accepted.
 	Accounts []string
+	// Tracer, when set (payoutd traces), makes each BatchItem carry the W3C
+	// traceparent of its request record, so that the batch's create call
+	// links to the intent's trace and its outcome joins it; the intent's
+	// BATCHED state is published in that trace. Nil: off.
+	Tracer trace.Tracer
 	// Logger defaults to slog.Default().
 	// Health receives the component\'s readiness (part "batcher"); nil records nothing.
 	Health *Health
@@ -465,7 +471,11 @@ func (b *Batcher) admit(w *window, r *kgo.Record, now time.Time) {
 		w.reject(d, rej.Reason)
 		return
 	}
-	w.add(in, src, maxItems(b.cfg.Currencies, in.Currency))
+	var tp string
+	if b.cfg.Tracer != nil {
+		tp = requestTraceparent(r)
+	}
+	w.add(in, src, tp, maxItems(b.cfg.Currencies, in.Currency))
 }
 
 // checkPartition refuses a record that is not where Kafka's default
@@ -506,6 +516,14 @@ func (b *Batcher) commit(ctx context.Context, sess *kgo.GroupTransactSession, w 
 	out, err := records("payoutd/batcher", evs)
 	if err != nil {
 		return false, err
+	}
+	if b.cfg.Tracer != nil {
+		// Each intent's BATCHED state is published in the intent's trace.
+		var items []events.BatchItem
+		for _, batch := range batches {
+			items = append(items, batch.Items...)
+		}
+		continueIntentTraces(ctx, out, items, b.cfg.Topics.Intents)
 	}
 	out = append(out, w.dlq...)
 

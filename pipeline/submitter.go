@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/payoutd/payoutd/calypso"
@@ -85,6 +86,12 @@ type SubmitterConfig struct {
 	// A lane failing longer than Retry.MaxElapsed parks its batches
 	// without calls, so a hung account cannot fill this budget for long.
 	MaxPending int
+
+	// Tracer, when set (payoutd traces), makes each create a span
+	// "calypso create mass payout" linked to the trace of every intent of
+	// the batch, parent of the Calypso client's HTTP spans; the intents'
+	// FAILED outcomes the submitter writes join their intents' traces. Nil: off.
+	Tracer trace.Tracer
 
 	// Health receives the component's readiness: part "submitter", and
 	// "submitter/lane/ACCOUNT" for a lane that stopped; nil records nothing.

@@ -15,9 +15,13 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/internal/tracing"
 )
 
 // lanes are one session's lanes, one per account, created on first use.
@@ -417,8 +421,37 @@ func (h *handling) lookUpFirst(ctx context.Context) (laneResult, bool) {
 }
 
 // create builds the request afresh for each try (a passed execution date
-// means now) and turns the answer into the batch's outcome.
-func (h *handling) create(ctx context.Context, need decimal.Decimal) laneResult {
+// means now) and turns the answer into the batch's outcome. It is one span,
+// with the calls it makes (tries, look-ups) as children, linked to the trace
+// of each intent the batch pays.
+func (h *handling) create(ctx context.Context, need decimal.Decimal) (res laneResult) {
+	b := h.b
+	var tps []string
+	if h.l.s.cfg.Tracer != nil {
+		tps = make([]string, 0, len(b.Items))
+		for _, it := range b.Items {
+			tps = append(tps, it.Traceparent)
+		}
+	}
+	ctx, span := tracerOr(h.l.s.cfg.Tracer).Start(ctx, "calypso create mass payout",
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithLinks(tracing.Links(tps)...),
+		trace.WithAttributes(
+			attribute.String("payoutd.batch.id", b.BatchID),
+			attribute.String("payoutd.account", b.Account),
+			attribute.String("payoutd.currency", b.Currency),
+			attribute.Int("payoutd.batch.items", len(b.Items)),
+			attribute.Int("payoutd.batch.attempt", h.e.p.attempt),
+		))
+	defer func() {
+		span.SetAttributes(attribute.String("payoutd.batch.outcome", res.kind.String()))
+		if res.canceled {
+			span.SetStatus(codes.Error, "canceled")
+		} else if res.kind != outcomeSubmitted {
+			span.SetStatus(codes.Error, res.kind.String())
+		}
+		span.End()
+	}()
 	var payout *calypso.MassPayout
 	err := h.try(ctx, "create", func(ctx context.Context) (err error) {
 		payout, err = h.cl.CreateMassPayout(ctx, h.request())

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -13,6 +14,24 @@ import (
 
 // outcomeKind names what happened to a batch, for the session's bookkeeping.
 type outcomeKind int
+
+func (k outcomeKind) String() string {
+	switch k {
+	case outcomeSubmitted:
+		return "submitted"
+	case outcomeRejected:
+		return "rejected"
+	case outcomeDeferred:
+		return "deferred"
+	case outcomeUndecided:
+		return "undecided"
+	case outcomeQuarantined:
+		return "quarantined"
+	case outcomeReplanned:
+		return "replanned"
+	}
+	return "unknown"
+}
 
 const (
 	outcomeSubmitted outcomeKind = iota
@@ -39,6 +58,10 @@ func (h *handling) result(kind outcomeKind, state events.BatchState, evs []outEv
 		h.log.Error("encoding the batch's outcome failed", "error", err)
 		recs, _ = records(submitterSource, []outEvent{{h.l.s.cfg.Topics.BatchStates, state}})
 		kind = outcomeDeferred
+	}
+	if h.l.s.cfg.Tracer != nil {
+		// An intent failed here is published in its own trace.
+		continueIntentTraces(context.Background(), recs, h.b.Items, h.l.s.cfg.Topics.Intents, h.l.s.cfg.Topics.Outcomes)
 	}
 	rec := h.e.p.rec
 	return laneResult{partition: rec.Partition, offset: rec.Offset, batchID: h.b.BatchID, kind: kind,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
@@ -68,6 +69,10 @@ type TrackerConfig struct {
 	// CallTimeout bounds each Calypso call (not a whole look-up: a long
 	// withdrawal list is read a page per call). Default 30s.
 	CallTimeout time.Duration
+	// Tracer, when set (payoutd traces), puts what the tracker writes about
+	// an intent (its state, IntentSettled or IntentFailed) in that intent's
+	// trace, from the traceparent its BatchItem carries. Nil: off.
+	Tracer trace.Tracer
 	// Health receives the component's readiness (part "tracker"); nil records nothing.
 	Health *Health
 	// Logger defaults to slog.Default().
@@ -436,7 +441,7 @@ func (s *trackerSession) loop(ctx context.Context) error {
 			lastScan = now
 			s.expire(now)
 		}
-		recs, stats, err := s.derive(now)
+		recs, stats, err := s.derive(ctx, now)
 		if err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ func (s *trackerSession) expire(now time.Time) {
 // derive turns every changed store entry into what follows from it: status
 // events found by polls, intent states and outcomes, alerts, and the
 // entry's changelog record (a tombstone once it is done with).
-func (s *trackerSession) derive(now time.Time) ([]*kgo.Record, *txnStats, error) {
+func (s *trackerSession) derive(ctx context.Context, now time.Time) ([]*kgo.Record, *txnStats, error) {
 	st := newTxnStats()
 	var out []*kgo.Record
 	var firstErr error
@@ -53,7 +53,12 @@ func (s *trackerSession) derive(now time.Time) ([]*kgo.Record, *txnStats, error)
 				continue
 			}
 			tp.dirty = false
+			from := len(out)
 			done := s.step(p, tp, now, add, st)
+			if s.cfg.Tracer != nil {
+				// Each intent's state and outcome are published in its trace.
+				continueIntentTraces(ctx, out[from:], tp.Items, s.cfg.Topics.Intents, s.cfg.Topics.Outcomes)
+			}
 			var entry *storedPayout
 			if done {
 				delete(p.open, key)

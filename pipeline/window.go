@@ -24,8 +24,9 @@ type groupKey struct {
 }
 
 type pendingIntent struct {
-	intent events.PayoutRequested
-	source events.Offset
+	intent      events.PayoutRequested
+	source      events.Offset
+	traceparent string
 }
 
 // window is a tumbling window of requests: everything consumed since it
@@ -63,7 +64,7 @@ func (w *window) reject(r *kgo.Record, reason Reason) {
 	w.reasons = append(w.reasons, reason)
 }
 
-func (w *window) add(in events.PayoutRequested, src events.Offset, maxItems int) {
+func (w *window) add(in events.PayoutRequested, src events.Offset, traceparent string, maxItems int) {
 	k := groupKey{account: in.Account, currency: in.Currency}
 	if d := in.ExecutionDate; d != nil {
 		k.hasExecution, k.execSec, k.execNsec = true, d.Unix(), int32(d.Nanosecond())
@@ -71,7 +72,7 @@ func (w *window) add(in events.PayoutRequested, src events.Offset, maxItems int)
 	if _, ok := w.groups[k]; !ok {
 		w.order = append(w.order, k)
 	}
-	w.groups[k] = append(w.groups[k], pendingIntent{in, src})
+	w.groups[k] = append(w.groups[k], pendingIntent{in, src, traceparent})
 	w.ids[in.IntentID] = src.Partition
 	if len(w.groups[k]) >= maxItems {
 		w.full = true
@@ -97,7 +98,7 @@ func (w *window) plan(currencies map[string]calypso.CurrencyRule, maxBytes int, 
 		for _, p := range w.groups[k] {
 			it := events.BatchItem{
 				IntentID: p.intent.IntentID, Address: p.intent.Address, Amount: p.intent.Amount,
-				Comment: p.intent.Comment, Source: p.source,
+				Comment: p.intent.Comment, Source: p.source, Traceparent: p.traceparent,
 			}
 			size := itemSize(it)
 			var c *chunk
@@ -179,6 +180,9 @@ func itemSize(it events.BatchItem) int {
 		digits(int64(it.Source.Partition)) + digits(it.Source.Offset)
 	if it.Comment != "" {
 		n += len(`,"comment":`) + jsonLen(it.Comment)
+	}
+	if it.Traceparent != "" {
+		n += len(`,"traceparent":`) + jsonLen(it.Traceparent)
 	}
 	return n
 }

@@ -106,8 +106,13 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 		seeds, kafkaKind, replication = cluster.ListenAddrs(), "embedded kfake", 1
 	}
 	m := newMetrics()
+	tr, stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	kf := kafkaFlags{Brokers: seeds, ClientID: "payoutd-dev"}
-	kopts, err := kf.clientOpts(log, newKafkaMetrics(m.reg))
+	kopts, err := kf.clientOpts(log, append([]kgo.Hook{newKafkaMetrics(m.reg)}, tr.KafkaHooks()...)...)
 	if err != nil {
 		return err
 	}
@@ -147,7 +152,8 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 		sbCfg.Accounts[a.id] = sandbox.Account{Name: a.id, APIKey: key, APISecret: secret, Balances: bal}
 		cl, err := calypso.NewClient(calypso.Config{BaseURL: sbURL, Account: a.id, APIKey: key, APISecret: secret, RateLimit: -1,
 			Retry: calypso.RetryPolicy{BaseDelay: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond}},
-			calypso.WithLogger(log.With("component", "calypso", "account", a.id)), calypso.WithObserver(m.observeCalypso))
+			calypso.WithLogger(log.With("component", "calypso", "account", a.id)), calypso.WithObserver(m.observeCalypso),
+			calypso.WithHTTPClient(tr.HTTPClient()))
 		if err != nil {
 			sbLn.Close()
 			return err
@@ -158,7 +164,7 @@ func (d *devCmd) run(ctx context.Context, out io.Writer) error {
 
 	prefix := d.GroupPrefix
 	st, err := buildStack(stackConfig{
-		components: allComponents, topics: topics, kafka: kopts, accounts: accounts, log: withoutDeferralWarnings(log), metrics: m,
+		components: allComponents, topics: topics, kafka: kopts, accounts: accounts, log: withoutDeferralWarnings(log), metrics: m, tracing: tr,
 		batcher: pipeline.BatcherConfig{Group: prefix + "-batcher", TransactionalID: prefix + "-batcher-" + runID,
 			MaxWait: 300 * time.Millisecond, Accounts: ids},
 		submitter: pipeline.SubmitterConfig{Group: prefix + "-submitter", TransactionalID: prefix + "-submitter-" + runID,

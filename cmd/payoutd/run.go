@@ -18,6 +18,7 @@ import (
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/events"
+	"github.com/payoutd/payoutd/internal/tracing"
 	"github.com/payoutd/payoutd/pipeline"
 )
 
@@ -347,7 +348,12 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			"setting", setting)
 	}
 	m := newMetrics()
-	kopts, err := r.kafkaFlags.clientOpts(log, newKafkaMetrics(m.reg))
+	tr, stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	kopts, err := r.kafkaFlags.clientOpts(log, append([]kgo.Hook{newKafkaMetrics(m.reg)}, tr.KafkaHooks()...)...)
 	if err != nil {
 		return err
 	}
@@ -372,7 +378,8 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 			BaseURL: r.CalypsoURL, Account: a.ID, APIKey: a.Key, APISecret: a.Secret,
 			Timeout: r.CalypsoTimeout, Retry: calypso.RetryPolicy{MaxAttempts: r.CalypsoMaxAttempts},
 		}
-		opts := []calypso.Option{calypso.WithLogger(log.With("component", "calypso", "account", a.ID)), calypso.WithObserver(m.observeCalypso)}
+		opts := []calypso.Option{calypso.WithLogger(log.With("component", "calypso", "account", a.ID)), calypso.WithObserver(m.observeCalypso),
+			calypso.WithHTTPClient(tr.HTTPClient())}
 		cl, err := calypso.NewClient(cfg, append(opts, calypso.WithLimiter(limiters[a.ID]))...)
 		if err != nil {
 			return fmt.Errorf("calypso account %s: %w", a.ID, err)
@@ -419,7 +426,7 @@ func (r *runCmd) run(ctx context.Context, out io.Writer) error {
 	log.Info("instance ids", "instance", instance, "batcher", batcherTxnID, "submitter", submitterTxnID, "tracker", trackerTxnID)
 	st, err := buildStack(stackConfig{
 		components: r.Components, topics: r.topicFlags.topics(), kafka: kopts, accounts: accounts, log: log, metrics: m,
-		submitterAccounts: submitterAccounts, health: pipeline.NewHealth(),
+		submitterAccounts: submitterAccounts, health: pipeline.NewHealth(), tracing: tr,
 		batcher: pipeline.BatcherConfig{
 			Group: r.BatcherGroup, TransactionalID: batcherTxnID, InstanceID: batcherInstance,
 			MaxWait: r.BatcherMaxWait, MaxRecords: r.BatcherMaxRecords, MaxBytes: r.BatcherMaxBytes,
@@ -518,4 +525,7 @@ type stackConfig struct {
 	ingress     pipeline.IngressConfig
 	ingressAddr string
 	tracker     pipeline.TrackerConfig
+	// tracing gives the components their tracer and wraps the ingress's
+	// handler; nil: off.
+	tracing *tracing.Tracing
 }

@@ -161,7 +161,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("batcher") {
 		cfg := c.batcher
-		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
+		cfg.Topics, cfg.Logger, cfg.Health, cfg.Tracer = c.topics, c.log, s.health, tracerOf(c.tracing)
 		b, err := pipeline.NewBatcher(cfg, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("batcher: %w", err)
@@ -172,7 +172,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("submitter") {
 		cfg := c.submitter
-		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
+		cfg.Topics, cfg.Logger, cfg.Health, cfg.Tracer = c.topics, c.log, s.health, tracerOf(c.tracing)
 		accounts := c.submitterAccounts
 		if accounts == nil {
 			accounts = c.accounts
@@ -187,7 +187,7 @@ func buildStack(c stackConfig) (*stack, error) {
 	}
 	if has("tracker") {
 		cfg := c.tracker
-		cfg.Topics, cfg.Logger, cfg.Health = c.topics, c.log, s.health
+		cfg.Topics, cfg.Logger, cfg.Health, cfg.Tracer = c.topics, c.log, s.health, tracerOf(c.tracing)
 		t, err := pipeline.NewTracker(cfg, c.accounts, c.kafka...)
 		if err != nil {
 			return nil, fmt.Errorf("tracker: %w", err)
@@ -209,6 +209,7 @@ func buildStack(c stackConfig) (*stack, error) {
 		if err := s.listenIngress(c.ingressAddr); err != nil {
 			return nil, err
 		}
+		s.ingressSrv.Handler = c.tracing.Handler(s.ingressSrv.Handler, "calypso webhook")
 	}
 	return s, nil
 }
