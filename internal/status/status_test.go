@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -180,4 +181,60 @@ func TestSummaryShowsWhatIsStuckAndWhatFailed(t *testing.T) {
 	if len(sum.Alerts) != 1 || sum.Alerts[0].BatchID != b3 {
 		t.Errorf("alerts %+v", sum.Alerts)
 	}
+}
+
+// BenchmarkFollowLookup measures one lookup of a payment in a history of
+// `payouts` payouts (a request, a batch, a submission, a terminal status and
+// a settlement each): Follow reads the topics twice, so its time grows with
+// the history it is given (Config.Since bounds it).
+func BenchmarkFollowLookup(b *testing.B) {
+	const payouts = 20_000
+	c := kafkatest.Start(b)
+	topics := kafkatest.Topics(b)
+	ctx := context.Background()
+	if _, err := topics.Ensure(ctx, c.Admin(b), 0, 4, 1); err != nil {
+		b.Fatal(err)
+	}
+	at := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	amt, _ := events.ParseAmount("5")
+	cl := c.Client(b, kgo.ProducerLinger(5*time.Millisecond))
+	var firstErr error
+	produce := func(topic string, e events.Event) {
+		r, err := events.NewRecord(topic, "bench", e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Timestamp = at
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	for i := range payouts {
+		intent, batch, payout := fmt.Sprintf("i%06d", i), fmt.Sprintf("%08d-0000-5000-8000-000000000000", i), fmt.Sprintf("p%06d", i)
+		addr := "T" + intent
+		produce(topics.Requests, events.PayoutRequested{IntentID: intent, Account: "acc", Currency: "USDT_TRX", Amount: amt, Address: addr, RequestedAt: &at})
+		item := events.BatchItem{IntentID: intent, Address: addr, Amount: amt}
+		produce(topics.Batches, events.BatchPlanned{BatchID: batch, IdempotencyKey: batch, Account: "acc", Currency: "USDT_TRX",
+			Items: []events.BatchItem{item}, Total: amt, PlannedAt: at})
+		produce(topics.Outcomes, events.PayoutSubmitted{BatchID: batch, PayoutID: payout, IdempotencyKey: batch, Account: "acc",
+			Currency: "USDT_TRX", ItemCount: 1, Items: []events.BatchItem{item}, Total: amt, State: "CONFIRMED", SubmittedAt: at})
+		produce(topics.Outcomes, events.PayoutStatusChanged{PayoutStatus: events.PayoutStatus{PayoutID: payout, BatchID: batch,
+			State: "COMPLETED", Terminal: true, Source: events.FromWebhook, OccurredAt: at}})
+		produce(topics.Outcomes, events.IntentSettled{IntentOutcome: events.IntentOutcome{IntentID: intent, BatchID: batch, PayoutID: payout,
+			Account: "acc", Currency: "USDT_TRX", Amount: amt, Address: addr, PayoutState: "COMPLETED", ResolvedAt: at}})
+	}
+	if err := cl.Flush(ctx); err != nil || firstErr != nil {
+		b.Fatal(err, firstErr)
+	}
+	cfg := status.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(c.Seeds...)}, Topics: topics}
+	b.ResetTimer()
+	for b.Loop() {
+		tl, err := status.Follow(ctx, cfg, "i012345")
+		if err != nil || tl.Outcome != "SETTLED" {
+			b.Fatalf("%+v %v", tl, err)
+		}
+	}
+	b.ReportMetric(float64(payouts*5), "records")
 }
