@@ -639,7 +639,7 @@ func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 	}).Run)
 	first := plannedBatch("acct", "TRX", batchItem("rl-1", "Ta", "1"))
 	e.plan(t, first)
-	outLog.waitFor(t, 30*time.Second, "the first batch submitted", func(r []*kgo.Record) bool {
+	outLog.waitFor(t, 90*time.Second, "the first batch submitted", func(r []*kgo.Record) bool {
 		_, ok := submittedOf(t, r, first.BatchID)
 		return ok
 	})
@@ -655,7 +655,7 @@ func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 	}
 	second := plannedBatch("acct", "TRX", batchItem("rl-2", "Tb", "2"))
 	e.plan(t, second)
-	recs := outLog.waitFor(t, 30*time.Second, "the second batch parked", func(r []*kgo.Record) bool {
+	recs := outLog.waitFor(t, 90*time.Second, "the second batch parked", func(r []*kgo.Record) bool {
 		return len(outcomes(t, r)[events.TypePayoutDeferred]) >= 1
 	})
 	d := outcomes(t, recs)[events.TypePayoutDeferred][0].(events.PayoutDeferred)
@@ -666,7 +666,7 @@ func TestRateLimitedLaneParksItsBatchUntilCalypsoLetsIt(t *testing.T) {
 		t.Fatalf("%d undecided: a 429 certainly created nothing", n)
 	}
 	w.sb.SetFaults(func(f *sandbox.Faults) { f.AccountRateLimit = nil })
-	recs = outLog.waitFor(t, 30*time.Second, "the second batch submitted", func(r []*kgo.Record) bool {
+	recs = outLog.waitFor(t, 90*time.Second, "the second batch submitted", func(r []*kgo.Record) bool {
 		_, ok := submittedOf(t, r, second.BatchID)
 		return ok
 	})
