@@ -32,10 +32,12 @@ func (g *sampleGenerator) run(ctx context.Context, base []kgo.Opt) error {
 	}
 	defer cl.Close()
 	rng := rand.New(rand.NewPCG(42, 7))
-	const tick = 50 * time.Millisecond
-	perTick := max(1, g.rate*int(tick/time.Millisecond)/1000)
+	tick, perTick := pace(g.rate)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// The last intents sent, to pick duplicates from: bounded, so that
+	// --forever runs in constant memory.
+	const recent = 1024
 	var sent []*kgo.Record
 	valid := 0
 	for g.forever || valid < g.limit {
@@ -44,7 +46,11 @@ func (g *sampleGenerator) run(ctx context.Context, base []kgo.Opt) error {
 			valid++
 			rec, id := g.valid(rng, valid)
 			batch = append(batch, rec)
-			sent = append(sent, rec)
+			if len(sent) < recent {
+				sent = append(sent, rec)
+			} else {
+				sent[valid%recent] = rec
+			}
 			g.tally.sentIntent(id)
 			if valid%20 == 0 {
 				batch = append(batch, g.invalid(rng, valid))
@@ -111,4 +117,15 @@ func (g *sampleGenerator) invalid(rng *rand.Rand, n int) *kgo.Record {
 	_ = rng
 	value, _ := json.Marshal(doc)
 	return &kgo.Record{Key: []byte(id), Value: value}
+}
+
+// pace spreads rate intents a second over ticks: 50 ms ticks for rates of
+// 20/s and more, else one intent per tick of a second/rate, so a low rate is
+// kept, not raised to one intent every 50 ms.
+func pace(rate int) (time.Duration, int) {
+	const tick = 50 * time.Millisecond
+	if rate >= 20 {
+		return tick, rate * int(tick/time.Millisecond) / 1000
+	}
+	return time.Second / time.Duration(max(rate, 1)), 1
 }
