@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,7 +136,7 @@ func (r *reader) waitFor(t *testing.T, timeout time.Duration, what string, cond 
 		case <-r.changed:
 		case <-time.After(100 * time.Millisecond): // conditions may also depend on time
 		case <-deadline:
-			t.Fatalf("timed out after %v waiting for %s (have %d records)", timeout, what, len(recs))
+			t.Fatalf("timed out after %v waiting for %s (have %d records: %s)", timeout, what, len(recs), recordTypes(recs))
 		}
 	}
 }
@@ -194,4 +196,29 @@ func dlqReasons(recs []*kgo.Record) map[string]string {
 		}
 	}
 	return out
+}
+
+// recordTypes counts records by ce_type (or "other"), for a failure message
+// that says what did come.
+func recordTypes(recs []*kgo.Record) string {
+	n := map[string]int{}
+	for _, r := range recs {
+		typ := "other"
+		for _, h := range r.Headers {
+			if h.Key == events.HeaderType {
+				typ = strings.TrimPrefix(string(h.Value), "payoutd.")
+			}
+		}
+		n[typ]++
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, n[k])
+	}
+	return strings.Join(parts, " ")
 }

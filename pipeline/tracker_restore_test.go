@@ -66,6 +66,9 @@ func TestTrackerRestoresEmptyAndTrimmedChangelogs(t *testing.T) {
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "cleanup.policy", Value: &policy}}, e.topics.TrackerState); err != nil {
 		t.Fatal(err)
 	}
+	// A KRaft broker applies an altered config asynchronously: trimming
+	// before it did is refused (POLICY_VIOLATION).
+	e.cluster.WaitTopicConfig(t, e.topics.TrackerState, "cleanup.policy", policy)
 	res, err := adm.DeleteRecords(ctx, trim)
 	if err == nil {
 		err = res.Error()
