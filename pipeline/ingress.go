@@ -291,7 +291,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 	if p == nil {
 		return http.StatusServiceUnavailable
 	}
-	typed, raw, kind := in.records(r, body)
+	typed, raw, kind := in.records(r, body, sum)
 	if size := recordSize(raw); size > p.limit {
 		in.log.Error("authentic webhook too large for the raw topic; refused", "key", string(raw.Key),
 			"bytes", size, "limit", p.limit)
@@ -365,8 +365,12 @@ const (
 // authentic body. The body's bytes are archived whatever they hold: an
 // authentic webhook the parser refuses is archived, alerted and answered
 // 200, because refusing it would only make Calypso block the subscription.
-func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Record, webhookKind) {
+//
+// sum is the body's SHA-256, computed once for the dedup window; the alert
+// of an unmapped webhook names the body by it rather than hashing again.
+func (in *Ingress) records(r *http.Request, body []byte, sum [sha256.Size]byte) ([]*kgo.Record, *kgo.Record, webhookKind) {
 	now := in.cfg.Now()
+	digest := func() string { return hex.EncodeToString(sum[:8]) }
 	raw := func(key string) *kgo.Record {
 		return &kgo.Record{
 			Topic: in.cfg.Topics.WebhooksRaw,
@@ -383,13 +387,13 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 	wh, err := calypso.ParseWebhook(body)
 	if err != nil {
 		id, payout := looseIDs(body)
-		return in.unmapped(id, "", payout, hashHex(body), err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body))), webhookUnmapped
+		return in.unmapped(id, "", payout, digest(), err, now), raw(orDefault(payout, id, "sha256:"+digest())), webhookUnmapped
 	}
 	key := orDefault(wh.PayoutID(), string(wh.ID))
 	evs, err := outcomeEvents(wh)
 	switch {
 	case err != nil:
-		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
+		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), digest(), err, now), raw(key), webhookUnmapped
 	case len(evs) == 0:
 		in.log.Info("unknown webhook type archived", "event", string(wh.ID), "type", wh.EventType)
 		return nil, raw(key), webhookUnknownType
@@ -399,7 +403,7 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 		// Valid by construction: OutcomeEvents refuses what the schemas would.
 		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngress, e)
 		if err != nil {
-			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
+			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), digest(), err, now), raw(key), webhookUnmapped
 		}
 		typed = append(typed, rec)
 	}
@@ -445,8 +449,6 @@ func looseIDs(body []byte) (id, payout string) {
 	}
 	return text(env.ID), text(env.Data.Parent)
 }
-
-func hashHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:8]) }
 
 func orDefault(ss ...string) string {
 	for _, s := range ss {
