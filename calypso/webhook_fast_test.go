@@ -1,8 +1,10 @@
 package calypso
 
 import (
+	"errors"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // fastSeeds are bodies at the edges of what the fast path reads; each must
@@ -86,4 +88,33 @@ func checkFastAgrees(t *testing.T, body []byte) {
 	if !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("%q: decoded differently:\nfast %#v\n     %#v\nslow %#v\n     %#v", body, fast, fast.Payout, slow, slow.Payout)
 	}
+}
+
+// parseTimeInOrder is ParseTime as it was: the three layouts in order.
+func parseTimeInOrder(s string) (time.Time, error) {
+	for _, layout := range [...]string{"2006-01-02T15:04:05Z07:00", "2006-01-02T15:04:05Z0700", "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, errors.New("invalid")
+}
+
+// FuzzParseTime holds ParseTime, which tries the zone-less layout first,
+// to what trying the layouts in order gives.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{
+		"2025-01-01T10:00:00", "2025-01-01T10:00:00.000000", "2025-01-01T10:00:00.123456789", "2025-01-01T10:00:00,5",
+		"2025-01-01T10:00:00Z", "2025-01-01T10:00:00.1Z", "2025-01-01T10:00:00+01:00", "2025-01-01T10:00:00.1-0130",
+		"2025-01-01T10:00:00 ", "2025-01-01T10:00:00.", "2025-01-01 10:00:00", "2025-02-30T10:00:00", "soon", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseTime(s)
+		want, wantErr := parseTimeInOrder(s)
+		if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: got %v, %v; in order %v, %v", s, got, err, want, wantErr)
+		}
+	})
 }
