@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -267,7 +268,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 		in.Stats.Overloaded.Add(1)
 		return http.StatusServiceUnavailable
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, in.cfg.MaxBody), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return http.StatusRequestEntityTooLarge
@@ -352,6 +353,19 @@ func (in *Ingress) write(ctx context.Context, p *producer, recs ...*kgo.Record) 
 	return err
 }
 
+// readBody reads a body whose declared length (size, -1 if unknown) is
+// within the cap into one buffer of that size, where io.ReadAll would start
+// at 512 bytes and grow.
+func readBody(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 {
+		return io.ReadAll(r)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(size) + bytes.MinRead) // room to read EOF without growing
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
+}
+
 // webhookKind says how an authentic body was archived, for the counts.
 type webhookKind int
 
@@ -372,15 +386,30 @@ func (in *Ingress) records(r *http.Request, body []byte, sum [sha256.Size]byte) 
 	now := in.cfg.Now()
 	digest := func() string { return hex.EncodeToString(sum[:8]) }
 	raw := func(key string) *kgo.Record {
+		// The key and header values share one allocation, each capped.
+		pubKey, sign := r.Header.Get(calypso.HeaderKey), r.Header.Get(calypso.HeaderSign)
+		buf := make([]byte, 0, len(key)+len(time.RFC3339Nano)+len(pubKey)+len(sign)+len(r.RemoteAddr))
+		from := 0
+		next := func() []byte { b := buf[from:len(buf):len(buf)]; from = len(buf); return b }
+		buf = append(buf, key...)
+		rKey := next()
+		buf = now.UTC().AppendFormat(buf, time.RFC3339Nano)
+		hAt := next()
+		buf = append(buf, pubKey...)
+		hKey := next()
+		buf = append(buf, sign...)
+		hSign := next()
+		buf = append(buf, r.RemoteAddr...)
+		hAddr := next()
 		return &kgo.Record{
 			Topic: in.cfg.Topics.WebhooksRaw,
-			Key:   []byte(key),
+			Key:   rKey,
 			Value: body,
 			Headers: []kgo.RecordHeader{
-				{Key: HeaderReceivedAt, Value: []byte(now.UTC().Format(time.RFC3339Nano))},
-				{Key: calypso.HeaderKey, Value: []byte(r.Header.Get(calypso.HeaderKey))},
-				{Key: calypso.HeaderSign, Value: []byte(r.Header.Get(calypso.HeaderSign))},
-				{Key: HeaderRemoteAddr, Value: []byte(r.RemoteAddr)},
+				{Key: HeaderReceivedAt, Value: hAt},
+				{Key: calypso.HeaderKey, Value: hKey},
+				{Key: calypso.HeaderSign, Value: hSign},
+				{Key: HeaderRemoteAddr, Value: hAddr},
 			},
 		}
 	}
