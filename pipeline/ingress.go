@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -354,16 +353,25 @@ func (in *Ingress) write(ctx context.Context, p *producer, recs ...*kgo.Record) 
 }
 
 // readBody reads a body whose declared length (size, -1 if unknown) is
-// within the cap into one buffer of that size, where io.ReadAll would start
-// at 512 bytes and grow.
+// within the cap into one buffer of that size (and a byte to see the end
+// in), where io.ReadAll would start at 512 bytes and grow.
 func readBody(r io.Reader, size int64) ([]byte, error) {
 	if size <= 0 {
 		return io.ReadAll(r)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(size) + bytes.MinRead) // room to read EOF without growing
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return b, err
+		case len(b) == cap(b): // longer than declared: let it grow
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // webhookKind says how an authentic body was archived, for the counts.
