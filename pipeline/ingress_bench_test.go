@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,15 +57,17 @@ func BenchmarkIngress(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { _ = in.Run(ctx) })
+		// Labelled, as is each path's HTTP traffic, so that a CPU profile
+		// (-cpuprofile, then pprof -tagfocus path=ingress) splits by path.
+		wg.Go(func() { pprof.Do(ctx, pprof.Labels("path", "ingress"), func(ctx context.Context) { _ = in.Run(ctx) }) })
 		for { // until the producer and the dedup window are ready
 			if ok, parts := health.Check(); ok && len(parts) == 2 {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		measureHTTP(b, in, warm, senders, warmBodies, true)
-		ingress := measureHTTP(b, in, n, senders, bodies, true)
+		measureHTTP(b, "ingress", in, warm, senders, warmBodies, true)
+		ingress := measureHTTP(b, "ingress", in, n, senders, bodies, true)
 		cancel()
 		wg.Wait()
 
@@ -76,8 +80,8 @@ func BenchmarkIngress(b *testing.B) {
 				return
 			}
 		})
-		measureHTTP(b, bare, warm, senders, warmBodies, false)
-		handler := measureHTTP(b, bare, n, senders, bodies, false)
+		measureHTTP(b, "bare", bare, warm, senders, warmBodies, false)
+		handler := measureHTTP(b, "bare", bare, n, senders, bodies, false)
 
 		// (a) The ingress's two records per webhook, straight with franz-go.
 		pairs := make([][2]*kgo.Record, len(bodies))
@@ -104,6 +108,8 @@ func BenchmarkIngress(b *testing.B) {
 		b.ReportMetric(handler.rate, "bare-handler/s")
 		b.ReportMetric(handler.p99.Seconds()*1000, "bare-p99-ms")
 		b.ReportMetric(direct.rate, "franz-go/s")
+		b.ReportMetric(float64(ingress.cpu.Microseconds()), "cpu-us/webhook")
+		b.ReportMetric(float64(handler.cpu.Microseconds()), "bare-cpu-us/webhook")
 		b.ReportMetric(ingress.rate/handler.rate, "ratio-bare")
 		b.ReportMetric(ingress.rate/direct.rate, "ratio-franz")
 	}
@@ -112,10 +118,28 @@ func BenchmarkIngress(b *testing.B) {
 type load struct {
 	rate     float64
 	p50, p99 time.Duration
+	// cpu is this process's CPU time (user + system) per call: the HTTP
+	// client and server, the handler, franz-go; not the broker's.
+	cpu time.Duration
 }
 
-// measureHTTP serves h on loopback and POSTs n signed webhooks to it.
-func measureHTTP(b *testing.B, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) load {
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measureHTTP serves h on loopback and POSTs n signed webhooks to it; the
+// goroutines of both sides carry the profiler label path=name.
+func measureHTTP(b *testing.B, name string, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) (res load) {
+	b.Helper()
+	pprof.Do(context.Background(), pprof.Labels("path", name), func(context.Context) {
+		res = measureHTTPLabelled(b, h, n, senders, bodies, wantOK)
+	})
+	return res
+}
+
+func measureHTTPLabelled(b *testing.B, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) load {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -154,7 +178,7 @@ func measure(n, senders int, call func(i int) bool) load {
 	}
 	close(next)
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu := time.Now(), processCPU()
 	for range senders {
 		wg.Go(func() {
 			for i := range next {
@@ -168,7 +192,7 @@ func measure(n, senders int, call func(i int) bool) load {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), processCPU()-cpu
 	slices.Sort(lat)
-	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100]}
+	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100], cpu: cpu / time.Duration(n)}
 }
