@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -110,6 +113,10 @@ func BenchmarkIngress(b *testing.B) {
 		b.ReportMetric(direct.rate, "franz-go/s")
 		b.ReportMetric(float64(ingress.cpu.Microseconds()), "cpu-us/webhook")
 		b.ReportMetric(float64(handler.cpu.Microseconds()), "bare-cpu-us/webhook")
+		if brokerPID != "" {
+			b.ReportMetric(float64(ingress.brokerCPU.Microseconds()), "broker-cpu-us/webhook")
+			b.ReportMetric(float64(handler.brokerCPU.Microseconds()), "bare-broker-cpu-us/webhook")
+		}
 		b.ReportMetric(ingress.rate/handler.rate, "ratio-bare")
 		b.ReportMetric(ingress.rate/direct.rate, "ratio-franz")
 	}
@@ -121,6 +128,33 @@ type load struct {
 	// cpu is this process's CPU time (user + system) per call: the HTTP
 	// client and server, the handler, franz-go; not the broker's.
 	cpu time.Duration
+	// brokerCPU is the broker's CPU time per call, when
+	// PAYOUTD_BENCH_BROKER_PID names a broker process on this machine
+	// (it counts whatever else that broker serves meanwhile).
+	brokerCPU time.Duration
+}
+
+var brokerPID = os.Getenv("PAYOUTD_BENCH_BROKER_PID")
+
+// brokerCPU reads the user + system time of process brokerPID from
+// /proc (clock ticks of 10 ms); 0 when unset or unreadable.
+func brokerCPU() time.Duration {
+	if brokerPID == "" {
+		return 0
+	}
+	stat, err := os.ReadFile("/proc/" + brokerPID + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis; utime and
+	// stime are the 12th and 13th of them.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 func processCPU() time.Duration {
@@ -178,7 +212,7 @@ func measure(n, senders int, call func(i int) bool) load {
 	}
 	close(next)
 	var wg sync.WaitGroup
-	start, cpu := time.Now(), processCPU()
+	start, cpu, bcpu := time.Now(), processCPU(), brokerCPU()
 	for range senders {
 		wg.Go(func() {
 			for i := range next {
@@ -192,7 +226,8 @@ func measure(n, senders int, call func(i int) bool) load {
 		})
 	}
 	wg.Wait()
-	elapsed, cpu := time.Since(start), processCPU()-cpu
+	elapsed, cpu, bcpu := time.Since(start), processCPU()-cpu, brokerCPU()-bcpu
 	slices.Sort(lat)
-	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100], cpu: cpu / time.Duration(n)}
+	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100],
+		cpu: cpu / time.Duration(n), brokerCPU: bcpu / time.Duration(n)}
 }
