@@ -47,7 +47,22 @@ func SchemaName(t Type) string {
 }
 
 // SchemaURI is the ce_dataschema of an event type; it is the $id of its schema.
-func SchemaURI(t Type) string { return "urn:payoutd:schema:" + SchemaName(t) }
+func SchemaURI(t Type) string {
+	if u, ok := schemaURIs[t]; ok {
+		return u
+	}
+	return "urn:payoutd:schema:" + SchemaName(t)
+}
+
+// schemaURIs holds SchemaURI of every known type, so a record does not
+// rebuild it.
+var schemaURIs = func() map[Type]string {
+	m := make(map[Type]string)
+	for _, t := range Types() {
+		m[t] = "urn:payoutd:schema:" + SchemaName(t)
+	}
+	return m
+}()
 
 // Meta is the CloudEvents context of a record.
 type Meta struct {
@@ -70,18 +85,38 @@ func NewRecord(topic, source string, e Event) (*kgo.Record, error) {
 	if t.IsZero() {
 		return nil, fmt.Errorf("encoding %s %s: event has no time", e.Type(), e.Key())
 	}
+	// The header values share one allocation; each is capped, so an append
+	// to one never writes into the next.
+	id, typ, schema := e.ID(), string(e.Type()), SchemaURI(e.Type())
+	buf := make([]byte, 0, len(specVersion)+len(id)+len(typ)+len(source)+len(time.RFC3339Nano)+len(contentType)+len(schema))
+	from := 0
+	next := func() []byte { b := buf[from:len(buf):len(buf)]; from = len(buf); return b }
+	buf = append(buf, specVersion...)
+	spec := next()
+	buf = append(buf, id...)
+	hID := next()
+	buf = append(buf, typ...)
+	hType := next()
+	buf = append(buf, source...)
+	hSource := next()
+	buf = t.UTC().AppendFormat(buf, time.RFC3339Nano)
+	hTime := next()
+	buf = append(buf, contentType...)
+	hContent := next()
+	buf = append(buf, schema...)
+	hSchema := next()
 	return &kgo.Record{
 		Topic: topic,
 		Key:   []byte(e.Key()),
 		Value: value,
 		Headers: []kgo.RecordHeader{
-			{Key: HeaderSpecVersion, Value: []byte(specVersion)},
-			{Key: HeaderID, Value: []byte(e.ID())},
-			{Key: HeaderType, Value: []byte(e.Type())},
-			{Key: HeaderSource, Value: []byte(source)},
-			{Key: HeaderTime, Value: []byte(t.UTC().Format(time.RFC3339Nano))},
-			{Key: HeaderContentType, Value: []byte(contentType)},
-			{Key: HeaderDataSchema, Value: []byte(SchemaURI(e.Type()))},
+			{Key: HeaderSpecVersion, Value: spec},
+			{Key: HeaderID, Value: hID},
+			{Key: HeaderType, Value: hType},
+			{Key: HeaderSource, Value: hSource},
+			{Key: HeaderTime, Value: hTime},
+			{Key: HeaderContentType, Value: hContent},
+			{Key: HeaderDataSchema, Value: hSchema},
 		},
 	}, nil
 }

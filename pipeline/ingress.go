@@ -267,7 +267,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 		in.Stats.Overloaded.Add(1)
 		return http.StatusServiceUnavailable
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, in.cfg.MaxBody), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return http.StatusRequestEntityTooLarge
@@ -291,7 +291,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request) int {
 	if p == nil {
 		return http.StatusServiceUnavailable
 	}
-	typed, raw, kind := in.records(r, body)
+	typed, raw, kind := in.records(r, body, sum)
 	if size := recordSize(raw); size > p.limit {
 		in.log.Error("authentic webhook too large for the raw topic; refused", "key", string(raw.Key),
 			"bytes", size, "limit", p.limit)
@@ -352,6 +352,28 @@ func (in *Ingress) write(ctx context.Context, p *producer, recs ...*kgo.Record) 
 	return err
 }
 
+// readBody reads a body whose declared length (size, -1 if unknown) is
+// within the cap into one buffer of that size (and a byte to see the end
+// in), where io.ReadAll would start at 512 bytes and grow.
+func readBody(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return b, err
+		case len(b) == cap(b): // longer than declared: let it grow
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 // webhookKind says how an authentic body was archived, for the counts.
 type webhookKind int
 
@@ -365,31 +387,50 @@ const (
 // authentic body. The body's bytes are archived whatever they hold: an
 // authentic webhook the parser refuses is archived, alerted and answered
 // 200, because refusing it would only make Calypso block the subscription.
-func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Record, webhookKind) {
+//
+// sum is the body's SHA-256, computed once for the dedup window; the alert
+// of an unmapped webhook names the body by it rather than hashing again.
+func (in *Ingress) records(r *http.Request, body []byte, sum [sha256.Size]byte) ([]*kgo.Record, *kgo.Record, webhookKind) {
 	now := in.cfg.Now()
+	digest := func() string { return hex.EncodeToString(sum[:8]) }
 	raw := func(key string) *kgo.Record {
+		// The key and header values share one allocation, each capped.
+		pubKey, sign := r.Header.Get(calypso.HeaderKey), r.Header.Get(calypso.HeaderSign)
+		buf := make([]byte, 0, len(key)+len(time.RFC3339Nano)+len(pubKey)+len(sign)+len(r.RemoteAddr))
+		from := 0
+		next := func() []byte { b := buf[from:len(buf):len(buf)]; from = len(buf); return b }
+		buf = append(buf, key...)
+		rKey := next()
+		buf = now.UTC().AppendFormat(buf, time.RFC3339Nano)
+		hAt := next()
+		buf = append(buf, pubKey...)
+		hKey := next()
+		buf = append(buf, sign...)
+		hSign := next()
+		buf = append(buf, r.RemoteAddr...)
+		hAddr := next()
 		return &kgo.Record{
 			Topic: in.cfg.Topics.WebhooksRaw,
-			Key:   []byte(key),
+			Key:   rKey,
 			Value: body,
 			Headers: []kgo.RecordHeader{
-				{Key: HeaderReceivedAt, Value: []byte(now.UTC().Format(time.RFC3339Nano))},
-				{Key: calypso.HeaderKey, Value: []byte(r.Header.Get(calypso.HeaderKey))},
-				{Key: calypso.HeaderSign, Value: []byte(r.Header.Get(calypso.HeaderSign))},
-				{Key: HeaderRemoteAddr, Value: []byte(r.RemoteAddr)},
+				{Key: HeaderReceivedAt, Value: hAt},
+				{Key: calypso.HeaderKey, Value: hKey},
+				{Key: calypso.HeaderSign, Value: hSign},
+				{Key: HeaderRemoteAddr, Value: hAddr},
 			},
 		}
 	}
 	wh, err := calypso.ParseWebhook(body)
 	if err != nil {
 		id, payout := looseIDs(body)
-		return in.unmapped(id, "", payout, hashHex(body), err, now), raw(orDefault(payout, id, "sha256:"+hashHex(body))), webhookUnmapped
+		return in.unmapped(id, "", payout, digest(), err, now), raw(orDefault(payout, id, "sha256:"+digest())), webhookUnmapped
 	}
 	key := orDefault(wh.PayoutID(), string(wh.ID))
 	evs, err := outcomeEvents(wh)
 	switch {
 	case err != nil:
-		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
+		return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), digest(), err, now), raw(key), webhookUnmapped
 	case len(evs) == 0:
 		in.log.Info("unknown webhook type archived", "event", string(wh.ID), "type", wh.EventType)
 		return nil, raw(key), webhookUnknownType
@@ -399,7 +440,7 @@ func (in *Ingress) records(r *http.Request, body []byte) ([]*kgo.Record, *kgo.Re
 		// Valid by construction: OutcomeEvents refuses what the schemas would.
 		rec, err := events.NewRecord(in.cfg.Topics.Outcomes, SourceIngress, e)
 		if err != nil {
-			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), hashHex(body), err, now), raw(key), webhookUnmapped
+			return in.unmapped(string(wh.ID), wh.EventType, wh.PayoutID(), digest(), err, now), raw(key), webhookUnmapped
 		}
 		typed = append(typed, rec)
 	}
@@ -445,8 +486,6 @@ func looseIDs(body []byte) (id, payout string) {
 	}
 	return text(env.ID), text(env.Data.Parent)
 }
-
-func hashHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:8]) }
 
 func orDefault(ss ...string) string {
 	for _, s := range ss {

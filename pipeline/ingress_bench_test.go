@@ -8,8 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,15 +60,17 @@ func BenchmarkIngress(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { _ = in.Run(ctx) })
+		// Labelled, as is each path's HTTP traffic, so that a CPU profile
+		// (-cpuprofile, then pprof -tagfocus path=ingress) splits by path.
+		wg.Go(func() { pprof.Do(ctx, pprof.Labels("path", "ingress"), func(ctx context.Context) { _ = in.Run(ctx) }) })
 		for { // until the producer and the dedup window are ready
 			if ok, parts := health.Check(); ok && len(parts) == 2 {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		measureHTTP(b, in, warm, senders, warmBodies, true)
-		ingress := measureHTTP(b, in, n, senders, bodies, true)
+		measureHTTP(b, "ingress", in, warm, senders, warmBodies, true)
+		ingress := measureHTTP(b, "ingress", in, n, senders, bodies, true)
 		cancel()
 		wg.Wait()
 
@@ -76,8 +83,8 @@ func BenchmarkIngress(b *testing.B) {
 				return
 			}
 		})
-		measureHTTP(b, bare, warm, senders, warmBodies, false)
-		handler := measureHTTP(b, bare, n, senders, bodies, false)
+		measureHTTP(b, "bare", bare, warm, senders, warmBodies, false)
+		handler := measureHTTP(b, "bare", bare, n, senders, bodies, false)
 
 		// (a) The ingress's two records per webhook, straight with franz-go.
 		pairs := make([][2]*kgo.Record, len(bodies))
@@ -104,6 +111,12 @@ func BenchmarkIngress(b *testing.B) {
 		b.ReportMetric(handler.rate, "bare-handler/s")
 		b.ReportMetric(handler.p99.Seconds()*1000, "bare-p99-ms")
 		b.ReportMetric(direct.rate, "franz-go/s")
+		b.ReportMetric(float64(ingress.cpu.Microseconds()), "cpu-us/webhook")
+		b.ReportMetric(float64(handler.cpu.Microseconds()), "bare-cpu-us/webhook")
+		if brokerPID != "" {
+			b.ReportMetric(float64(ingress.brokerCPU.Microseconds()), "broker-cpu-us/webhook")
+			b.ReportMetric(float64(handler.brokerCPU.Microseconds()), "bare-broker-cpu-us/webhook")
+		}
 		b.ReportMetric(ingress.rate/handler.rate, "ratio-bare")
 		b.ReportMetric(ingress.rate/direct.rate, "ratio-franz")
 	}
@@ -112,10 +125,55 @@ func BenchmarkIngress(b *testing.B) {
 type load struct {
 	rate     float64
 	p50, p99 time.Duration
+	// cpu is this process's CPU time (user + system) per call: the HTTP
+	// client and server, the handler, franz-go; not the broker's.
+	cpu time.Duration
+	// brokerCPU is the broker's CPU time per call, when
+	// PAYOUTD_BENCH_BROKER_PID names a broker process on this machine
+	// (it counts whatever else that broker serves meanwhile).
+	brokerCPU time.Duration
 }
 
-// measureHTTP serves h on loopback and POSTs n signed webhooks to it.
-func measureHTTP(b *testing.B, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) load {
+var brokerPID = os.Getenv("PAYOUTD_BENCH_BROKER_PID")
+
+// brokerCPU reads the user + system time of process brokerPID from
+// /proc (clock ticks of 10 ms); 0 when unset or unreadable.
+func brokerCPU() time.Duration {
+	if brokerPID == "" {
+		return 0
+	}
+	stat, err := os.ReadFile("/proc/" + brokerPID + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis; utime and
+	// stime are the 12th and 13th of them.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measureHTTP serves h on loopback and POSTs n signed webhooks to it; the
+// goroutines of both sides carry the profiler label path=name.
+func measureHTTP(b *testing.B, name string, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) (res load) {
+	b.Helper()
+	pprof.Do(context.Background(), pprof.Labels("path", name), func(context.Context) {
+		res = measureHTTPLabelled(b, h, n, senders, bodies, wantOK)
+	})
+	return res
+}
+
+func measureHTTPLabelled(b *testing.B, h http.Handler, n, senders int, bodies [][]byte, wantOK bool) load {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -154,7 +212,7 @@ func measure(n, senders int, call func(i int) bool) load {
 	}
 	close(next)
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu, bcpu := time.Now(), processCPU(), brokerCPU()
 	for range senders {
 		wg.Go(func() {
 			for i := range next {
@@ -168,7 +226,8 @@ func measure(n, senders int, call func(i int) bool) load {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu, bcpu := time.Since(start), processCPU()-cpu, brokerCPU()-bcpu
 	slices.Sort(lat)
-	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100]}
+	return load{rate: float64(n) / elapsed.Seconds(), p50: lat[n/2], p99: lat[n*99/100],
+		cpu: cpu / time.Duration(n), brokerCPU: bcpu / time.Duration(n)}
 }
