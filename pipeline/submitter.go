@@ -264,7 +264,7 @@ func NewSubmitter(cfg SubmitterConfig, accounts Accounts, kafka ...kgo.Opt) (*Su
 	return &Submitter{
 		cfg: cfg, kafka: kafka, accounts: &accountClients{m: own},
 		log: cfg.Logger.With("component", "submitter"), limiters: map[string]*rate.Limiter{},
-		watch: watchlist{undecided: map[string]time.Time{}, quarantined: map[string]bool{}, lanes: map[string]LaneStatus{}},
+		watch: watchlist{undecided: map[string]time.Time{}, deferred: map[string]bool{}, quarantined: map[string]bool{}, lanes: map[string]LaneStatus{}},
 	}, nil
 }
 
@@ -904,12 +904,17 @@ func (s *Submitter) noteOutcome(r laneResult) {
 	switch r.kind {
 	case outcomeUndecided:
 		s.watch.setUndecided(r.batchID, r.since)
+	case outcomeDeferred:
+		s.watch.clearUndecided(r.batchID)
+		s.watch.setDeferred(r.batchID, true)
 	case outcomeQuarantined:
 		s.watch.clearUndecided(r.batchID)
+		s.watch.setDeferred(r.batchID, false)
 		n := s.watch.quarantine(r.batchID)
 		s.cfg.Health.NotReady("submitter/quarantine", fmt.Sprintf("submitter: %d batches quarantined; see the DLQ and BATCH_CONTRADICTED alerts", n))
 	default:
 		s.watch.clearUndecided(r.batchID)
+		s.watch.setDeferred(r.batchID, false)
 	}
 }
 
@@ -918,6 +923,7 @@ func (s *Submitter) noteOutcome(r laneResult) {
 type watchlist struct {
 	mu          sync.Mutex
 	undecided   map[string]time.Time
+	deferred    map[string]bool
 	quarantined map[string]bool
 	lanes       map[string]LaneStatus
 }
@@ -955,6 +961,24 @@ func (s *Submitter) Undecided() (int, time.Time) {
 		}
 	}
 	return len(s.watch.undecided), oldest
+}
+
+func (w *watchlist) setDeferred(batch string, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if on {
+		w.deferred[batch] = true
+	} else {
+		delete(w.deferred, batch)
+	}
+}
+
+// Deferred returns how many batches this process has deferred and not yet
+// seen to another outcome (funds, fees, or Calypso unavailable).
+func (s *Submitter) Deferred() int {
+	s.watch.mu.Lock()
+	defer s.watch.mu.Unlock()
+	return len(s.watch.deferred)
 }
 
 // QuarantinedBatches returns how many batches this process quarantined.

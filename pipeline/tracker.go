@@ -170,6 +170,9 @@ type TrackerStats struct {
 	Errors     atomic.Int64 // look-ups that failed and are retried later
 	Unmatched  atomic.Int64 // foreign payouts given up on
 	Open       atomic.Int64 // store entries open now
+	// OldestOpen is when the oldest open payout was first heard of, in Unix
+	// nanoseconds (0: none open).
+	OldestOpen atomic.Int64
 	Commits    atomic.Int64
 	Aborts     atomic.Int64
 	// Alerts counts alerts raised, by kind (every TrackerAlertKinds key).
@@ -456,11 +459,21 @@ func (s *trackerSession) loop(ctx context.Context) error {
 			}
 		}
 		s.dispatch(jobs, now)
-		open := 0
+		open, oldest := 0, time.Time{}
 		for _, p := range s.procs {
 			open += len(p.open)
+			for _, tp := range p.open {
+				if oldest.IsZero() || (!tp.FirstHeard.IsZero() && tp.FirstHeard.Before(oldest)) {
+					oldest = tp.FirstHeard
+				}
+			}
 		}
 		s.Stats.Open.Store(int64(open))
+		if oldest.IsZero() {
+			s.Stats.OldestOpen.Store(0)
+		} else {
+			s.Stats.OldestOpen.Store(oldest.UnixNano())
+		}
 	}
 }
 

@@ -46,7 +46,7 @@ func parseAccount(spec string) (accountSpec, error) {
 		}
 		b, err := os.ReadFile(secretFile)
 		if err != nil {
-			return a, fmt.Errorf("account %q: reading secret-file: %v", a.ID, unwrapPathErr(err))
+			return a, fmt.Errorf("account %q: cannot read secret-file %s: %v", a.ID, secretFile, unwrapPathErr(err))
 		}
 		a.Secret = calypso.Secret(strings.TrimRight(string(b), "\r\n"))
 	}

@@ -119,3 +119,14 @@ func TestParseErrorsNeverEchoASecret(t *testing.T) {
 		t.Fatalf("stray secret argument:\n%s", r)
 	}
 }
+
+// A secret file that cannot be read is named, so an operator can fix it.
+func TestMissingSecretFileIsNamed(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "calypso-secret")
+	r := payoutd(t, 10*time.Second, nil, "run", "--components=submitter", "--calypso-url=http://127.0.0.1:1",
+		"--calypso-account=id=a,key=k,secret-file="+missing)
+	if r.code != exitUsage || !strings.Contains(r.stderr, missing) {
+		t.Fatalf("missing secret file:\n%s", r)
+	}
+}

@@ -64,7 +64,6 @@ func (m *metrics) batcher(b *pipeline.Batcher) {
 	m.counter("batcher_requests_total", "Requests consumed and committed by the batcher.", nil, &s.Requests)
 	m.counter("batcher_intents_total", "Intents put into planned batches.", nil, &s.Intents)
 	m.counter("batcher_batches_total", "Batches planned.", nil, &s.Batches)
-	m.counter("batcher_dlq_total", "Requests sent to the DLQ, duplicates included.", nil, &s.DLQ)
 	for reason, n := range s.DLQBy {
 		m.counter("batcher_dlq_by_reason_total", "Requests sent to the DLQ, by reason (duplicate: the intent was already batched).",
 			prometheus.Labels{"reason": string(reason)}, n)
@@ -93,6 +92,9 @@ func (m *metrics) submitter(sub *pipeline.Submitter) {
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("submitter", "commit"), &s.Commits)
 	m.counter("transactions_total", "Kafka transactions by component and result.", txn("submitter", "abort"), &s.Aborts)
 	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "submitter_deferred_batches",
+			Help: "Batches deferred (funds, fees, Calypso unavailable) and waiting for their next try."},
+			func() float64 { return float64(sub.Deferred()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "submitter_undecided_batches",
 			Help: "Batches parked as undecided: their create may have reached Calypso and no look-up has found or ruled out the payout yet."},
 			func() float64 { n, _ := sub.Undecided(); return float64(n) }),
@@ -159,6 +161,14 @@ func (m *metrics) tracker(t *pipeline.Tracker) {
 	m.counter("tracker_intents_total", "Intents resolved, by outcome.", prometheus.Labels{"outcome": "failed"}, &s.Failed)
 	m.counter("tracker_errors_total", "Calypso look-ups that failed and are retried with a growing wait.", nil, &s.Errors)
 	m.gauge("tracker_open_payouts", "Open entries in the tracker's state stores (payouts being followed, rejected batches being checked).", nil, &s.Open)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "payoutd", Name: "tracker_oldest_open_payout_age_seconds",
+		Help: "How long ago the oldest payout still open was first heard of (0: none open)."},
+		func() float64 {
+			if ns := s.OldestOpen.Load(); ns != 0 {
+				return time.Since(time.Unix(0, ns)).Seconds()
+			}
+			return 0
+		}))
 	m.gauge("tracker_partitions", "Outcomes partitions this tracker instance owns.", nil, &s.Partitions)
 	m.counter("tracker_restores_total", "Restores of state stores from the changelog (assignments, aborted transactions).", nil, &s.Restores)
 	m.counter("tracker_restored_records_total", "Changelog records read by restores.", nil, &s.Restored)

@@ -3,6 +3,7 @@ package main
 import (
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/payoutd/payoutd/calypso"
 	"github.com/payoutd/payoutd/pipeline"
@@ -61,10 +62,39 @@ func TestSubmitterMetricsAreExposed(t *testing.T) {
 	}
 	for _, want := range []string{
 		"payoutd_submitter_batches_total", "result=undecided", "result=quarantined", "result=replanned", "result=skipped",
-		"payoutd_submitter_undecided_batches", "payoutd_submitter_oldest_undecided_age_seconds", "payoutd_submitter_quarantined_batches",
+		"payoutd_submitter_undecided_batches", "payoutd_submitter_deferred_batches", "payoutd_submitter_oldest_undecided_age_seconds", "payoutd_submitter_quarantined_batches",
 	} {
 		if !have[want] {
 			t.Errorf("no %s among the metrics", want)
 		}
 	}
+}
+
+// An operator sees how old the oldest open payout is, and how many batches
+// wait deferred or undecided: gauges, not just counters of events.
+func TestStuckWorkHasGauges(t *testing.T) {
+	cl, err := calypso.NewClient(calypso.Config{BaseURL: "http://calypso.invalid", Account: "a", APIKey: "k", APISecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := pipeline.NewTracker(pipeline.TrackerConfig{}, pipeline.Accounts{"a": cl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics()
+	m.tracker(tr)
+	tr.Stats.OldestOpen.Store(time.Now().Add(-time.Hour).UnixNano())
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "payoutd_tracker_oldest_open_payout_age_seconds" {
+			if age := f.GetMetric()[0].GetGauge().GetValue(); age < 3599 || age > 3700 {
+				t.Fatalf("oldest open payout age %v, want about an hour", age)
+			}
+			return
+		}
+	}
+	t.Fatal("no payoutd_tracker_oldest_open_payout_age_seconds")
 }
