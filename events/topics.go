@@ -147,13 +147,9 @@ type TopicReport struct {
 // spec.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, partitions int32, replication int16) (TopicReport, error) {
 	rep := TopicReport{Partitions: make(map[string]int32)}
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
-	details, err := adm.ListTopics(fresh(ctx), names...)
+	details, err := listSpecs(ctx, adm, specs)
 	if err != nil {
-		return rep, fmt.Errorf("listing topics: %w", err)
+		return rep, err
 	}
 	for _, s := range specs {
 		if d, ok := details[s.Name]; ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
@@ -198,13 +194,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 // money topic with guessed settings would hide a mistyped name.
 func DescribeTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (TopicReport, error) {
 	rep := TopicReport{Partitions: make(map[string]int32)}
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
-	details, err := adm.ListTopics(fresh(ctx), names...)
+	details, err := listSpecs(ctx, adm, specs)
 	if err != nil {
-		return rep, fmt.Errorf("listing topics: %w", err)
+		return rep, err
 	}
 	for _, s := range specs {
 		d, ok := details[s.Name]
@@ -353,3 +345,16 @@ func requestsRetentionWithinHorizon(rep *TopicReport, requests string, horizon t
 // moment ago does not exist. kadm bypasses the cache when authorized
 // operations are asked for.
 func fresh(ctx context.Context) context.Context { return kadm.WithAuthorizedOps(ctx) }
+
+// listSpecs lists the topics of specs, fresh from the brokers.
+func listSpecs(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (kadm.TopicDetails, error) {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	details, err := adm.ListTopics(fresh(ctx), names...)
+	if err != nil {
+		return nil, fmt.Errorf("listing topics: %w", err)
+	}
+	return details, nil
+}
