@@ -13,6 +13,7 @@ import (
 
 	"github.com/payoutd/payoutd/events"
 	"github.com/payoutd/payoutd/internal/kafkatest"
+	"github.com/payoutd/payoutd/internal/topicscan"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -30,7 +31,7 @@ func readAll(t *testing.T, c *kafkatest.Cluster, topic string) []*kgo.Record {
 	cl := c.Client(t, kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := stableEnds(ctx, newAdminFrom(cl), topic)
+	ends, err := topicscan.StableEnds(ctx, newAdminFrom(cl), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

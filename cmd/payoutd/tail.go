@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/payoutd/payoutd/internal/topicscan"
 )
 
 // tailCmd follows a payoutd topic, read_committed: what it shows is what
@@ -82,7 +84,7 @@ func (c *tailCmd) run(ctx context.Context, out io.Writer) error {
 	}
 	var ends map[int32]int64
 	if c.NoFollow {
-		if ends, err = stableEnds(ctx, adm, topic); err != nil {
+		if ends, err = topicscan.StableEnds(ctx, adm, topic); err != nil {
 			return err
 		}
 	}
@@ -125,25 +127,4 @@ func (c *tailCmd) run(ctx context.Context, out io.Writer) error {
 			}
 		}
 	}
-}
-
-// stableEnds returns the last stable offset of every non-empty partition
-// of topic: where a read_committed reader has seen everything there is now.
-// Read with kgo.KeepControlRecords, since a transactional partition ends in
-// a commit marker that is otherwise never returned.
-func stableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
-	listed, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
-	}
-	if err := listed.Error(); err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
-	}
-	ends := map[int32]int64{}
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			ends[o.Partition] = o.Offset
-		}
-	})
-	return ends, nil
 }

@@ -30,7 +30,7 @@ func Scan(ctx context.Context, base []kgo.Opt, topic string, from, to time.Time,
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	ends, err := stableEnds(ctx, adm, topic)
+	ends, err := StableEnds(ctx, adm, topic)
 	if err != nil {
 		return err
 	}
@@ -85,9 +85,11 @@ func Scan(ctx context.Context, base []kgo.Opt, topic string, from, to time.Time,
 	return nil
 }
 
-// stableEnds returns the last stable offset of every non-empty partition
-// of topic: where a read_committed reader has seen everything there is now.
-func stableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+// StableEnds returns the last stable offset of every partition of topic
+// that holds records: where a read_committed reader, keeping control records,
+// has seen everything there is now. A partition emptied by retention is left
+// out, since a reader waiting for a record there would wait forever.
+func StableEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
 	listed, err := adm.ListCommittedOffsets(ctx, topic)
 	if err == nil {
 		err = listed.Error()
