@@ -443,6 +443,7 @@ func (s *trackerSession) loop(ctx context.Context) error {
 		if now.Sub(lastScan) >= tick {
 			lastScan = now
 			s.expire(now)
+			s.noteOldestOpen()
 		}
 		recs, stats, err := s.derive(ctx, now)
 		if err != nil {
@@ -459,22 +460,31 @@ func (s *trackerSession) loop(ctx context.Context) error {
 			}
 		}
 		s.dispatch(jobs, now)
-		open, oldest := 0, time.Time{}
+		open := 0
 		for _, p := range s.procs {
 			open += len(p.open)
-			for _, tp := range p.open {
-				if oldest.IsZero() || (!tp.FirstHeard.IsZero() && tp.FirstHeard.Before(oldest)) {
-					oldest = tp.FirstHeard
-				}
-			}
 		}
 		s.Stats.Open.Store(int64(open))
-		if oldest.IsZero() {
-			s.Stats.OldestOpen.Store(0)
-		} else {
-			s.Stats.OldestOpen.Store(oldest.UnixNano())
+	}
+}
+
+// noteOldestOpen publishes when the oldest open payout was first heard of.
+// It walks every open entry, so the session calls it on its scan tick, not
+// on every poll.
+func (s *trackerSession) noteOldestOpen() {
+	var oldest time.Time
+	for _, p := range s.procs {
+		for _, tp := range p.open {
+			if !tp.FirstHeard.IsZero() && (oldest.IsZero() || tp.FirstHeard.Before(oldest)) {
+				oldest = tp.FirstHeard
+			}
 		}
 	}
+	if oldest.IsZero() {
+		s.Stats.OldestOpen.Store(0)
+		return
+	}
+	s.Stats.OldestOpen.Store(oldest.UnixNano())
 }
 
 func (s *trackerSession) wakeUp() {

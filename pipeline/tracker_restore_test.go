@@ -97,6 +97,12 @@ func TestTrackerRestoresEmptyAndTrimmedChangelogs(t *testing.T) {
 	if n := tr.Stats.Loaded.Load(); n != 2 {
 		t.Fatalf("%d entries restored, want the 2 open ones", n)
 	}
+	// The restored payouts keep when they were first heard of, which the
+	// oldest-open-payout gauge reports.
+	waitUntil(t, 10*time.Second, "the oldest open payout's time published", func() bool {
+		ns := tr.Stats.OldestOpen.Load()
+		return ns != 0 && time.Since(time.Unix(0, ns)) < time.Hour
+	})
 	if n := tr.Stats.Restored.Load(); n != 2 {
 		t.Fatalf("%d changelog records read, want 2: trimmed records must not be waited for", n)
 	}
