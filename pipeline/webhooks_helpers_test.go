@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/payoutd/payoutd/calypso"
@@ -116,34 +115,8 @@ func newWebhookWorld(t *testing.T, o worldOptions) *webhookWorld {
 // forced, when set, is how it must end.
 func (w *webhookWorld) payout(t *testing.T, n int, forced calypso.State) (events.BatchPlanned, string) {
 	t.Helper()
-	b := events.BatchPlanned{BatchID: uuid.NewString(), Account: whAccount, Currency: whCurrency, PlannedAt: time.Now().UTC()}
-	b.IdempotencyKey = b.BatchID
-	var items []calypso.MassPayoutItem
-	for i := range n {
-		amt := fmt.Sprintf("%d.%02d", i+1, i)
-		it := events.BatchItem{IntentID: "intent-" + b.BatchID[:8] + fmt.Sprint("-", i), Address: fmt.Sprintf("T%s%d", b.BatchID[:8], i), Amount: events.MustAmount(amt),
-			Source: events.Offset{Topic: w.topics.Requests, Offset: int64(i)}}
-		b.Items = append(b.Items, it)
-		items = append(items, calypso.MassPayoutItem{DepositAddress: it.Address, Amount: calypso.MustParseAmount(amt), Comment: it.IntentID})
-	}
-	b.Total = b.Sum()
-	if forced != "" {
-		w.sb.ForceOutcome(b.BatchID, forced)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	mp, err := w.client.CreateMassPayout(ctx, calypso.MassPayoutRequest{
-		Currency: whCurrency, Name: "batch " + b.BatchID, Items: items, IdempotencyKey: b.BatchID, ExternalID: b.BatchID,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := events.PayoutSubmitted{
-		BatchID: b.BatchID, PayoutID: string(mp.ID), IdempotencyKey: b.BatchID, Account: whAccount, Currency: whCurrency,
-		ItemCount: n, Items: b.Items, Total: b.Total, State: string(mp.State), SubmittedAt: time.Now().UTC(),
-	}
-	w.publish(t, w.topics.Batches, b)
-	w.publish(t, w.topics.Outcomes, sub)
+	b, mp := createPayout(t, w, n, forced)
+	w.publish(t, w.topics.Outcomes, submitted(b, string(mp.ID), mp.State))
 	return b, string(mp.ID)
 }
 
