@@ -50,6 +50,11 @@ const (
 	// FastAccountRate is the calls per second Calypso allows the fast
 	// account before it answers 429.
 	FastAccountRate = 20
+	// SlowAccountHang is how long, from the run's start, Calypso answers
+	// none of the slow account's calls (they end when the caller gives up,
+	// or are answered on release): its lane is stuck while the fast one
+	// must flow, and every batch it held is still paid once.
+	SlowAccountHang = 3 * time.Second
 )
 
 // FirstCreates are the faults the run's first creates meet, in order,
@@ -64,7 +69,7 @@ var FirstCreates = []sandbox.Fault{sandbox.FaultLostResponse, sandbox.Fault5xx, 
 // moderate values so that the run still ends: a read side lagging 2 s
 // behind creates, 016 "Validation failed" for half the creates reusing a
 // key, ETH totals rounded through a float (or, by seed, 0 while creating or
-// fee-inclusive), one slow account, a per-account
+// fee-inclusive), one slow account hung for the run's first seconds, a per-account
 // rate limit on the other, a few recipient addresses refused.
 func Faults(seed uint64) sandbox.Faults {
 	return sandbox.Faults{Seed: int64(seed), API5xx: 0.03, API429: 0.03, ConnReset: 0.02, LostResponse: 0.02,
@@ -254,15 +259,18 @@ func startSandbox(seed uint64) (Env, *sandbox.Sandbox, func(), error) {
 	// However few creates a short run makes, the first ones meet an
 	// ambiguous end, so lookups, lag and the overloaded 016 are exercised.
 	sb.InjectFault(calypso.PathMassCreate, FirstCreates...)
+	sb.HangAccount(SlowAccount, true)
+	release := time.AfterFunc(SlowAccountHang, func() { sb.HangAccount(SlowAccount, false) })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		release.Stop()
 		sb.Close()
 		return Env{}, nil, nil, err
 	}
 	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	env.SandboxURL = "http://" + l.Addr().String()
-	return env, sb, func() { _ = srv.Close(); sb.Close() }, nil
+	return env, sb, func() { release.Stop(); _ = srv.Close(); sb.Close() }, nil
 }
 
 var currencies = []string{"USDT_TRX", "BTC", "ETH", "TRX"}
